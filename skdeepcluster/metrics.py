@@ -1,0 +1,209 @@
+"""Evaluation metrics for clustering against ground-truth labels.
+
+The main metric is the clustering accuracy (ACC) used throughout the deep
+clustering literature, together with a scikit-learn scorer for it and a small
+report helper that also computes NMI and ARI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import (
+    adjusted_rand_score,
+    make_scorer,
+    normalized_mutual_info_score,
+)
+
+__all__ = [
+    "cluster_accuracy",
+    "acc_scorer",
+    "clustering_report",
+    "format_reports",
+]
+
+
+def _check_label_vectors(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Convert both label vectors to 1-D arrays of equal, non-zero length."""
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.ndim != 1:
+            raise ValueError(
+                f"{name} must be a 1-D array of labels, got an array of shape {y.shape}."
+            )
+    if y_true.shape[0] != y_pred.shape[0]:
+        raise ValueError(
+            "y_true and y_pred must have the same length, got "
+            f"{y_true.shape[0]} and {y_pred.shape[0]}."
+        )
+    if y_true.shape[0] == 0:
+        raise ValueError("y_true and y_pred must not be empty.")
+    return y_true, y_pred
+
+
+def _contingency(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Counts matrix ``C[k, j]`` = number of samples in cluster ``k`` and class ``j``."""
+    _, true_idx = np.unique(y_true, return_inverse=True)
+    _, pred_idx = np.unique(y_pred, return_inverse=True)
+    true_idx = true_idx.ravel()
+    pred_idx = pred_idx.ravel()
+    n_classes = int(true_idx.max()) + 1
+    n_clusters = int(pred_idx.max()) + 1
+    counts = np.bincount(
+        pred_idx * n_classes + true_idx, minlength=n_clusters * n_classes
+    )
+    return counts.reshape(n_clusters, n_classes)
+
+
+def cluster_accuracy(y_true: Any, y_pred: Any) -> float:
+    r"""Clustering accuracy under the best one-to-one cluster-to-class matching.
+
+    Cluster ids are arbitrary, so predictions are compared with the classes
+    after relabelling them with the matching ``m`` (an injective map between
+    clusters and classes) that agrees with the most samples:
+
+    .. math::
+
+        \mathrm{ACC} = \max_{m} \frac{1}{n} \sum_{i=1}^{n} \mathbf{1}\{y_i = m(c_i)\}
+
+    where :math:`y_i` is the class and :math:`c_i` the cluster of sample
+    :math:`i`. The maximisation is solved exactly with the Hungarian algorithm
+    (:func:`scipy.optimize.linear_sum_assignment`) on the contingency matrix.
+
+    The numbers of clusters and classes may differ. Then only
+    ``min(n_clusters, n_classes)`` pairs can be matched, and every sample of an
+    unmatched cluster or class counts as an error.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Ground-truth class labels. Any hashable, sortable values (ints,
+        negative ints, strings, ...).
+    y_pred : array-like of shape (n_samples,)
+        Predicted cluster labels, same requirements as ``y_true``. The label
+        values of ``y_true`` and ``y_pred`` need not be related.
+
+    Returns
+    -------
+    float
+        Fraction of samples correctly assigned under the best matching, in
+        ``(0, 1]``; ``1.0`` exactly when ``y_pred`` is a relabelling of
+        ``y_true``.
+
+    Raises
+    ------
+    ValueError
+        If an input is not 1-D, the lengths differ, or the inputs are empty.
+
+    Examples
+    --------
+    >>> cluster_accuracy([0, 0, 1, 1], ["b", "b", "a", "a"])
+    1.0
+    >>> cluster_accuracy([0, 0, 0, 0], [0, 0, 1, 1])
+    0.5
+    """
+    y_true, y_pred = _check_label_vectors(y_true, y_pred)
+    counts = _contingency(y_true, y_pred)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return float(counts[rows, cols].sum() / y_true.shape[0])
+
+
+#: Scorer for :class:`~sklearn.model_selection.GridSearchCV` and friends:
+#: calls ``estimator.predict(X)`` and returns :func:`cluster_accuracy` against
+#: ``y``. Works with any clustering estimator (or pipeline ending in one) that
+#: implements ``predict``; greater is better.
+acc_scorer = make_scorer(cluster_accuracy, greater_is_better=True)
+
+
+def clustering_report(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """Standard external clustering metrics in one dictionary.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        Ground-truth class labels.
+    y_pred : array-like of shape (n_samples,)
+        Predicted cluster labels.
+
+    Returns
+    -------
+    dict
+        ``{"acc": ..., "nmi": ..., "ari": ...}``: :func:`cluster_accuracy`,
+        :func:`sklearn.metrics.normalized_mutual_info_score` (arithmetic
+        normalisation) and :func:`sklearn.metrics.adjusted_rand_score`, as
+        Python floats.
+    """
+    y_true, y_pred = _check_label_vectors(y_true, y_pred)
+    return {
+        "acc": cluster_accuracy(y_true, y_pred),
+        "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
+        "ari": float(adjusted_rand_score(y_true, y_pred)),
+    }
+
+
+_HEADERS = {"acc": "ACC", "nmi": "NMI", "ari": "ARI"}
+
+
+def _format_cell(value: Any, digits: int) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_reports(
+    reports: Mapping[str, Mapping[str, Any]] | Mapping[str, Any],
+    *,
+    columns: Sequence[str] | None = None,
+    digits: int = 4,
+    name: str = "method",
+) -> str:
+    """Format one or several reports as a plain-text table.
+
+    Parameters
+    ----------
+    reports : dict
+        Either a single report (e.g. the output of :func:`clustering_report`,
+        possibly with extra entries such as ``"seconds"``) or a mapping from a
+        row name (method) to such a report.
+    columns : sequence of str, optional
+        Keys to show, in order. By default ``acc``, ``nmi``, ``ari`` first
+        (those present), then any other keys in order of first appearance.
+        Missing entries are shown as ``-``.
+    digits : int, default=4
+        Decimal places for floats.
+    name : str, default="method"
+        Header of the first column.
+
+    Returns
+    -------
+    str
+        Lines like ``method | ACC | NMI | ARI | seconds``, columns padded to a
+        common width, without a trailing newline.
+
+    Examples
+    --------
+    >>> print(format_reports({"kmeans": {"acc": 0.5, "nmi": 0.25, "ari": 0.75}}, digits=2))
+    method | ACC  | NMI  | ARI
+    kmeans | 0.50 | 0.25 | 0.75
+    """
+    if reports and all(not isinstance(v, Mapping) for v in reports.values()):
+        reports = {"": reports}
+    if columns is None:
+        seen: list[str] = []
+        for report in reports.values():
+            seen.extend(k for k in report if k not in seen)
+        columns = [k for k in _HEADERS if k in seen] + [k for k in seen if k not in _HEADERS]
+    table = [[name] + [_HEADERS.get(c, c) for c in columns]]
+    for row_name, report in reports.items():
+        table.append(
+            [str(row_name)]
+            + [_format_cell(report[c], digits) if c in report else "-" for c in columns]
+        )
+    widths = [max(len(row[j]) for row in table) for j in range(len(table[0]))]
+    return "\n".join(
+        " | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table
+    )
