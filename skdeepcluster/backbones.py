@@ -1,0 +1,180 @@
+"""Backbones (MLP, small CNN, CIFAR ResNet-18), the default choice from X's shape, and heads.
+
+Every backbone maps a batch of raw inputs (vectors, or images in ``[0, 1]``) to ``(B, out_features)``
+features and starts with a :class:`Standardize` layer holding the training data's statistics, so a
+fitted module is self-contained: it takes the same raw data at predict time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / std`` with statistics stored as buffers (per feature, or per image channel)."""
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone().float())
+        self.register_buffer("std", std.detach().clone().float().clamp_min(1e-6))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    @classmethod
+    def from_data(cls, x: Tensor) -> Standardize:
+        """Statistics of ``x``: per column for vectors, per channel for ``(n, c, h, w)`` images."""
+        x = x.float()
+        if x.ndim == 2:
+            return cls(x.mean(0), x.std(0) if len(x) > 1 else torch.ones(x.shape[1]))
+        dims = (0, 2, 3)
+        return cls(x.mean(dims).view(1, -1, 1, 1), x.std(dims).view(1, -1, 1, 1))
+
+
+class MLP(nn.Sequential):
+    """Fully connected backbone for vectors: ``[Linear -> BatchNorm -> ReLU] * len(hidden)``."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int] = (512, 512, 128)) -> None:
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(in_features, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
+            in_features = width
+        super().__init__(*layers)
+        self.out_features = in_features
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Sequential):
+    """Four 3x3 conv layers (three of them strided) and global average pooling, for images < 32 px.
+
+    Cheap enough for CPU training on MNIST-size data (about 2.4 M multiply-adds per 28x28 image).
+    """
+
+    def __init__(self, in_channels: int, widths: Sequence[int] = (32, 64, 128, 128)) -> None:
+        layers: list[nn.Module] = _conv_bn_relu(in_channels, widths[0])
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += _conv_bn_relu(c_in, c_out, stride=2)
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        super().__init__(*layers)
+        self.out_features = widths[-1]
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn_relu(c_in, c_out, stride),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet18Cifar(nn.Sequential):
+    """ResNet-18 with the CIFAR stem (3x3 conv, no max-pool), for images of 32 px and larger."""
+
+    def __init__(self, in_channels: int) -> None:
+        layers: list[nn.Module] = _conv_bn_relu(in_channels, 64)
+        c_in = 64
+        for c_out, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
+            layers += [_BasicBlock(c_in, c_out, stride), _BasicBlock(c_out, c_out, 1)]
+            c_in = c_out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        super().__init__(*layers)
+        self.out_features = 512
+
+
+class Backbone(nn.Module):
+    """A body preceded by input standardisation; exposes ``out_features``."""
+
+    def __init__(self, standardize: nn.Module, body: nn.Module, out_features: int) -> None:
+        super().__init__()
+        self.standardize = standardize
+        self.body = body
+        self.out_features = out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(self.standardize(x))
+
+
+def default_body(sample_shape: tuple[int, ...]) -> nn.Module:
+    """The backbone for one sample's shape: MLP for ``(d,)``, small CNN below 32 px, else ResNet-18."""
+    if len(sample_shape) == 1:
+        return MLP(sample_shape[0])
+    channels, height, width = sample_shape
+    if min(height, width) < 32:
+        return SmallCNN(channels)
+    return ResNet18Cifar(channels)
+
+
+@torch.no_grad()
+def output_features(body: nn.Module, sample: Tensor) -> int:
+    """``body.out_features`` if it has one, else the width of its output on ``sample`` (2 rows)."""
+    width = getattr(body, "out_features", None)
+    if isinstance(width, int):
+        return width
+    was_training = body.training
+    body.eval()
+    out = body(sample[:2])
+    body.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(f"backbone must return (batch, features); it returned shape {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
+def build_backbone(sample: Tensor, body: nn.Module | None) -> Backbone:
+    """A :class:`Backbone` for training data ``sample`` (all or a large subset of X, raw scale)."""
+    if body is None:
+        body = default_body(tuple(sample.shape[1:]))
+    standardize = Standardize.from_data(sample).to(sample.device)
+    body = body.to(sample.device)
+    return Backbone(standardize, body, output_features(body, standardize(sample)))
+
+
+class ProjectionModel(nn.Module):
+    """Backbone followed by an MLP projection head (SimCLR's g(.)); forward returns projections."""
+
+    def __init__(self, backbone: Backbone, projection_dim: int) -> None:
+        super().__init__()
+        width = backbone.out_features
+        self.backbone = backbone
+        self.projection = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width),
+                                        nn.ReLU(inplace=True), nn.Linear(width, projection_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projection(self.backbone(x))
+
+
+class ClusterModel(nn.Module):
+    """Backbone followed by one linear clustering head per entry of ``head_sizes``.
+
+    ``forward`` returns a list of logits, one ``(B, k)`` tensor per head.
+    """
+
+    def __init__(self, backbone: nn.Module, in_features: int, head_sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleList(nn.Linear(in_features, k) for k in head_sizes)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        features = self.backbone(x)
+        return [head(features) for head in self.heads]
+
+    def keep_heads(self, indices: Sequence[int]) -> ClusterModel:
+        """This model with only the heads at ``indices`` (modules shared, not copied)."""
+        kept = ClusterModel.__new__(ClusterModel)
+        nn.Module.__init__(kept)
+        kept.backbone = self.backbone
+        kept.heads = nn.ModuleList(self.heads[i] for i in indices)
+        return kept

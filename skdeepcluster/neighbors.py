@@ -1,0 +1,149 @@
+"""Nearest-neighbour mining in feature space (SCAN, Sec. 2.1), blockwise on the device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
+
+from .base import check_positive_int, resolve_device, to_numpy
+
+
+@torch.no_grad()
+def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = 1024) -> Tensor:
+    """Indices of each row's ``n_neighbors`` most cosine-similar other rows.
+
+    Similarities are computed ``block_size`` rows at a time, so memory stays at
+    ``block_size x n`` whatever ``n`` is. A row is never its own neighbour (duplicates of it are).
+
+    Parameters
+    ----------
+    features : Tensor of shape (n, d)
+    n_neighbors : int
+        ``1 <= n_neighbors < n``.
+    block_size : int
+        Rows per block.
+
+    Returns
+    -------
+    Tensor of shape (n, n_neighbors), int64, on ``features``' device, most similar first.
+    """
+    n = features.shape[0]
+    if not 1 <= n_neighbors < n:
+        raise ValueError(f"n_neighbors must be in [1, n_samples - 1] = [1, {n - 1}], got {n_neighbors}")
+    unit = F.normalize(features.float(), dim=1)
+    out = torch.empty(n, n_neighbors, dtype=torch.long, device=features.device)
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        sims = unit[start:stop] @ unit.T
+        rows = torch.arange(stop - start, device=features.device)
+        sims[rows, rows + start] = float("-inf")  # exclude self
+        out[start:stop] = sims.topk(n_neighbors, dim=1).indices
+    return out
+
+
+class NeighborFeatures(np.ndarray):
+    """A features array that carries the indices of each row's mined neighbours.
+
+    ``NeighborMiner.transform`` returns it so that the clustering step after it in a ``Pipeline``
+    receives features and neighbours together. It behaves as a plain ndarray otherwise; arrays
+    derived from it (slices, copies, arithmetic) do not carry the neighbours, since their rows no
+    longer match the indices.
+
+    Attributes
+    ----------
+    neighbors : ndarray of shape (n_samples, n_neighbors), int64
+    """
+
+    neighbors: np.ndarray | None = None
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.neighbors = None
+
+    @classmethod
+    def wrap(cls, features: np.ndarray, neighbors: np.ndarray) -> NeighborFeatures:
+        out = np.asarray(features).view(cls)
+        out.neighbors = neighbors
+        return out
+
+    def __reduce__(self):  # pickles as a plain ndarray plus its neighbours
+        return (NeighborFeatures.wrap, (np.asarray(self), self.neighbors))
+
+
+def neighbors_of(X: Any) -> np.ndarray | None:
+    """The mined neighbours carried by ``X`` (a :class:`NeighborFeatures`), else None."""
+    neighbors = getattr(X, "neighbors", None)
+    return None if neighbors is None else np.asarray(neighbors)
+
+
+class NeighborMiner(TransformerMixin, BaseEstimator):
+    """Mine each sample's nearest neighbours (cosine similarity) in feature space.
+
+    ``transform(X)`` returns ``X`` unchanged as a :class:`NeighborFeatures` array whose
+    ``neighbors`` attribute holds, for each row, the indices of its ``n_neighbors`` most similar
+    *other rows of the same X*. So ``make_pipeline(SimCLR(), NeighborMiner(), SCAN(pretext=None))``
+    passes features and neighbours to SCAN, and ``GridSearchCV`` can index the raw X freely: the
+    neighbours are always mined inside the data a step receives. The miner is therefore stateless
+    (``fit`` only validates and records the number of features).
+
+    Similarities are computed in blocks on ``device``, so memory stays at ``block_size x n``.
+
+    Parameters
+    ----------
+    n_neighbors : int, default=20
+        Neighbours per sample (SCAN uses 20); must be smaller than the number of samples.
+    block_size : int, default=1024
+        Rows per similarity block.
+    device : str or torch.device, default="cpu"
+        Where the similarities are computed.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+    neighbors_ : ndarray of shape (n_samples, n_neighbors)
+        The neighbours mined on the data ``fit`` saw.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skdeepcluster import NeighborMiner
+    >>> X = np.array([[0., 1.], [0., 1.1], [1., 0.], [1.1, 0.]])
+    >>> NeighborMiner(n_neighbors=1).fit_transform(X).neighbors.ravel().tolist()
+    [1, 0, 3, 2]
+    """
+
+    def __init__(self, n_neighbors: int = 20, block_size: int = 1024, device: str = "cpu") -> None:
+        self.n_neighbors = n_neighbors
+        self.block_size = block_size
+        self.device = device
+
+    def _mine(self, X: np.ndarray) -> np.ndarray:
+        check_positive_int(self.n_neighbors, "n_neighbors")
+        check_positive_int(self.block_size, "block_size")
+        if self.n_neighbors >= X.shape[0]:
+            raise ValueError(f"n_neighbors={self.n_neighbors} must be smaller than the number of "
+                             f"samples ({X.shape[0]})")
+        features = torch.as_tensor(X, dtype=torch.float32, device=resolve_device(self.device))
+        return to_numpy(mine_neighbors(features, self.n_neighbors, self.block_size))
+
+    def fit(self, X: Any, y: Any = None) -> NeighborMiner:
+        """Validate the parameters and mine the neighbours of ``X`` (kept as ``neighbors_``)."""
+        X = validate_data(self, X, ensure_min_samples=2, dtype=(np.float32, np.float64))
+        self.neighbors_ = self._mine(X)
+        return self
+
+    def transform(self, X: Any) -> NeighborFeatures:
+        """``X`` with the neighbours of each row among the rows of ``X``."""
+        check_is_fitted(self, "neighbors_")
+        X = validate_data(self, X, reset=False, ensure_min_samples=2, dtype=(np.float32, np.float64))
+        return NeighborFeatures.wrap(X, self._mine(X))
+
+    def fit_transform(self, X: Any, y: Any = None) -> NeighborFeatures:
+        self.fit(X)
+        return NeighborFeatures.wrap(validate_data(self, X, reset=False, dtype=(np.float32, np.float64)),
+                                     self.neighbors_)

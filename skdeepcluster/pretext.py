@@ -1,0 +1,141 @@
+"""Pretext (self-supervised) feature learners, as scikit-learn transformers."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from torch import Tensor, nn
+
+from ._training import DeviceData
+from .augment import default_augmentations
+from .backbones import Backbone, ProjectionModel, build_backbone
+from .base import DeepEstimatorMixin, check_number, check_positive_int, to_numpy
+from .losses import nt_xent
+
+
+class SimCLRObjective:
+    """Two random views of each sample; NT-Xent between their projections."""
+
+    def __init__(self, augment: Callable[[Tensor], Tensor], temperature: float) -> None:
+        self.augment = augment
+        self.temperature = temperature
+
+    def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
+        x = data[idx]
+        z_a, z_b = module(torch.cat([self.augment(x), self.augment(x)])).chunk(2)
+        return {"loss": nt_xent(z_a, z_b, self.temperature)}
+
+
+class PretextMixin(DeepEstimatorMixin):
+    """What every pretext transformer offers the clustering methods: a fitted ``backbone_``."""
+
+    backbone_: Backbone
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Backbone embeddings of ``X``, shape ``(n_samples, backbone_.out_features)``, float32."""
+        self._check_fitted()
+        X = self._validate_input(X, reset=False)
+        return to_numpy(self._forward_all(self.backbone_, X))
+
+    def _build_backbone(self, data: DeviceData) -> Backbone:
+        body = None if self.backbone is None else copy.deepcopy(self.backbone)
+        if body is not None and not isinstance(body, nn.Module):
+            raise ValueError(f"backbone must be None or a torch.nn.Module, got {type(body).__name__}")
+        return build_backbone(data.subset(), body)
+
+
+class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
+    """SimCLR contrastive pretext learning (Chen et al., ICML 2020) as a transformer.
+
+    Each batch is augmented twice; a backbone and a projection head are trained so that the two
+    views of a sample are closer to each other than to the other samples' views (NT-Xent,
+    :func:`skdeepcluster.losses.nt_xent`). ``transform`` returns the backbone's embeddings
+    (before the projection head), the features SCAN mines its neighbours in.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module or None, default=None
+        Network mapping a batch of raw inputs to ``(batch, features)``; copied, never modified.
+        None picks one from X's shape: an MLP for ``(n, d)``, a small CNN for images smaller than
+        32 px, a CIFAR ResNet-18 otherwise. Inputs are standardised before it.
+    projection_dim : int, default=128
+        Output size of the projection head.
+    temperature : float, default=0.5
+        NT-Xent temperature.
+    max_epochs : int, default=40
+        Training epochs.
+    batch_size : int, default=256
+    lr : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=1e-4
+    augment : callable or None, default=None
+        ``views = augment(batch)`` on the device; None for the default of the data kind
+        (:func:`skdeepcluster.augment.default_augmentations`, weak view).
+    device : str or torch.device, default="cpu"
+        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batching and augmentation; runs on the CPU are repeatable.
+    verbose : int, default=0
+        Print skorch's per-epoch log.
+    callbacks : list or None, default=None
+        skorch callbacks (learning-rate schedule, checkpoint, early stopping on ``train_loss``...).
+
+    Attributes
+    ----------
+    backbone_ : torch.nn.Module
+        The trained backbone (with input standardisation).
+    module_ : torch.nn.Module
+        Backbone and projection head.
+    net_ : skorch.NeuralNet
+        The skorch net that trained it.
+    history_ : skorch.History
+        Per-epoch ``train_loss`` and timings.
+    device_ : torch.device
+    input_shape_ : tuple
+        Shape of one sample, ``(d,)`` or ``(c, h, w)``.
+    n_features_in_ : int
+    """
+
+    def __init__(self, backbone: nn.Module | None = None, projection_dim: int = 128,
+                 temperature: float = 0.5, max_epochs: int = 40, batch_size: int = 256,
+                 lr: float = 1e-3, weight_decay: float = 1e-4, augment: Callable | None = None,
+                 device: str = "cpu", random_state: Any = None, verbose: int = 0,
+                 callbacks: list | None = None) -> None:
+        self.backbone = backbone
+        self.projection_dim = projection_dim
+        self.temperature = temperature
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.augment = augment
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def fit(self, X: Any, y: Any = None) -> SimCLR:
+        """Train backbone and projection head on ``X`` (``y`` is ignored)."""
+        self._check_common_params()
+        check_positive_int(self.projection_dim, "projection_dim")
+        check_number(self.temperature, "temperature", 0.0, low_open=True)
+        max_epochs = check_positive_int(self.max_epochs, "max_epochs", 0)
+        X = self._validate_input(X, reset=True)
+        self.device_ = self._device()
+        with self._seeded(self.device_):
+            data = DeviceData(X, self.device_)
+            augment = self.augment or default_augmentations(data.subset())[0]
+            self.module_ = ProjectionModel(self._build_backbone(data), self.projection_dim)
+            self.net_ = self._make_net(self.module_, SimCLRObjective(augment, self.temperature),
+                                       data, max_epochs)
+            self.net_.fit_on_data()
+        self.net_.release_data()
+        self.module_ = self.net_.module_
+        self.backbone_ = self.module_.backbone
+        self.history_ = self.net_.history
+        return self
