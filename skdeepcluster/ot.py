@@ -334,9 +334,9 @@ ConvergenceWarning` is issued if ``tol`` is not reached.
     two matrix-vector products, no exponentials. On CPU both products are
     fused in one pass over ``G`` in cache-sized row blocks, so ``G`` is
     streamed from memory once per iteration; the cluster sums needed for
-    the stopping test come for free from that pass. This was the fastest
-    of the variants benchmarked (log-domain, two separate products, fused
-    blocks); see ``docs/sinkhorn.md``.
+    the stopping test come for free from that pass. Of the exp-domain
+    variants timed (two separate products, fused blocks of several sizes)
+    this was the fastest; see ``docs/sinkhorn.md``.
 
     *Safety.* Whenever a check finds a scaling outside
     :math:`[e^{-\tau}, e^{\tau}]`, :math:`\tau = \tfrac14 \log(\text{max
@@ -346,8 +346,8 @@ ConvergenceWarning` is issued if ``tol`` is not reached.
     the potentials :math:`f, g`, one exact log-domain iteration is done and
     the kernel is rebuilt. Every iteration therefore makes progress and, in
     the worst case, the solver degrades into log-domain Sinkhorn rather than
-    producing NaN/inf. The returned plan is always built from a rebuilt-safe
-    kernel and finite scalings.
+    producing NaN/inf. If the final row update underflows, it is redone in
+    the log domain, so the returned plan is finite.
 
     Each row of the returned plan sums to ``1/N`` because the last half-step
     is the row update; convergence is measured on the cluster sums.
