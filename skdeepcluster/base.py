@@ -69,12 +69,13 @@ class DeepEstimatorMixin:
         """Validated X as a C-contiguous array: uint8 stays uint8, everything else float32.
 
         Accepts ``(n, d)`` vectors, ``(n, h, w)`` gray images and ``(n, c, h, w)`` images. NaN and
-        infinity are refused. With ``reset`` the sample shape is recorded, else checked.
+        infinity are refused. With ``reset`` (fit) the sample shape is recorded and at least two
+        samples are required; otherwise (predict/transform) it is checked and one sample is enough.
         """
         if reset and hasattr(X, "ndim") and X.ndim not in (2, 3, 4):
             raise ValueError(f"X must be 2-D (n_samples, n_features), 3-D (n, height, width) or 4-D "
                              f"(n, channels, height, width); got {X.ndim}-D shape {X.shape}")
-        X = validate_data(self, X, reset=reset, allow_nd=True, ensure_min_samples=2,
+        X = validate_data(self, X, reset=reset, allow_nd=True, ensure_min_samples=2 if reset else 1,
                           dtype=(np.float32, np.float64, np.uint8))
         if X.ndim not in (2, 3, 4):
             raise ValueError(f"X must be 2-D (n_samples, n_features), 3-D (n, height, width) or 4-D "
