@@ -1,4 +1,11 @@
-"""Shared test configuration: few threads (the CI machine is small) and quick hypothesis runs."""
+"""Shared test configuration: one torch thread (CI machines are small) and quick hypothesis runs.
+
+Hypothesis profiles (tests with their own ``settings`` keep them):
+
+- ``dev`` (default): no deadline (torch calls vary in time), 25 examples, random examples;
+- ``ci`` (when the ``CI`` environment variable is set): the same, derandomized, so a CI run is
+  repeatable. ``HYPOTHESIS_PROFILE=...`` picks one explicitly.
+"""
 
 import os
 
@@ -9,9 +16,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 
 torch.set_num_threads(1)
 
-# Torch calls are slow to start and vary in time: no deadline, few examples.
-settings.register_profile(
-    "torch", deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow],
-    derandomize=True,
-)
-settings.load_profile("torch")
+_QUICK = dict(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", **_QUICK)
+settings.register_profile("ci", derandomize=True, **_QUICK)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
