@@ -36,6 +36,19 @@ def feature_scan(**kwargs):
     return SCAN(**{**params, **kwargs})
 
 
+def frozen_scan(**kwargs):
+    """SCAN on raw vectors with update_backbone=False: heads on frozen SimCLR embeddings."""
+    params = dict(n_clusters=N_CLUSTERS, pretext=SimCLR(max_epochs=3, batch_size=64, random_state=0),
+                  update_backbone=False, max_epochs=20, head_lr=1e-2, confidence_threshold=0.9,
+                  self_label_epochs=2, n_neighbors=5, n_heads=3, batch_size=64, random_state=0)
+    return SCAN(**{**params, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def fitted_frozen(blobs):
+    return frozen_scan().fit(blobs[0])
+
+
 @pytest.fixture(scope="module")
 def fitted_raw(blobs):
     return raw_scan().fit(blobs[0])
@@ -46,16 +59,16 @@ def fitted_features(blobs):
     return feature_scan().fit(blobs[0])
 
 
-# Measured on these settings: accuracy 1.0 for random_state 0..7 on both paths. The bars leave a
+# Measured on these settings: accuracy 1.0 for random_state 0..7 on all three paths. The bars leave a
 # wide margin (a blob merged with another gives at most 0.67) while still failing if a step breaks.
-@pytest.mark.parametrize(("fixture", "bar"), [("fitted_raw", 0.9), ("fitted_features", 0.95)])
+@pytest.mark.parametrize(("fixture", "bar"), [("fitted_raw", 0.9), ("fitted_frozen", 0.95), ("fitted_features", 0.95)])
 def test_scan_clusters_easy_blobs(request, blobs, fixture, bar):
     scan = request.getfixturevalue(fixture)
     assert cluster_accuracy(blobs[1], scan.labels_) >= bar
     assert len(np.unique(scan.labels_)) == N_CLUSTERS
 
 
-@pytest.mark.parametrize("fixture", ["fitted_raw", "fitted_features"])
+@pytest.mark.parametrize("fixture", ["fitted_raw", "fitted_frozen", "fitted_features"])
 def test_scan_fitted_attributes_and_predictions(request, blobs, fixture):
     scan = request.getfixturevalue(fixture)
     X = blobs[0]
