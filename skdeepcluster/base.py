@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
 
 from ._training import DeepClusterNet, DeviceData, Objective, batched_forward
@@ -69,22 +69,31 @@ class DeepEstimatorMixin:
         """Validated X as a C-contiguous array: uint8 stays uint8, everything else float32.
 
         Accepts ``(n, d)`` vectors, ``(n, h, w)`` gray images and ``(n, c, h, w)`` images. NaN and
-        infinity are refused. With ``reset`` the sample shape is recorded, else checked.
+        infinity are refused. With ``reset`` (fit) the sample shape is recorded and at least two
+        samples are required; otherwise (predict/transform) it is checked and one sample is enough.
+
+        ``n_features_in_`` (and ``feature_names_in_``) follow scikit-learn for vectors. For images
+        ``n_features_in_`` is the number of values per sample (``c * h * w``), since ``X.shape[1]``
+        means channels or height depending on the layout; ``input_shape_`` is what gets checked.
         """
         if reset and hasattr(X, "ndim") and X.ndim not in (2, 3, 4):
             raise ValueError(f"X must be 2-D (n_samples, n_features), 3-D (n, height, width) or 4-D "
                              f"(n, channels, height, width); got {X.ndim}-D shape {X.shape}")
-        X = validate_data(self, X, reset=reset, allow_nd=True, ensure_min_samples=2,
-                          dtype=(np.float32, np.float64, np.uint8))
+        X_in = X
+        X = check_array(X, allow_nd=True, ensure_min_samples=2 if reset else 1,
+                        dtype=(np.float32, np.float64, np.uint8), input_name="X", estimator=self)
         if X.ndim not in (2, 3, 4):
             raise ValueError(f"X must be 2-D (n_samples, n_features), 3-D (n, height, width) or 4-D "
                              f"(n, channels, height, width); got {X.ndim}-D shape {X.shape}")
+        if X.ndim == 2 or reset:  # feature names and count (vectors), or forget the old ones
+            validate_data(self, X_in if X.ndim == 2 else X, reset=reset, skip_check_array=True)
         if X.ndim == 3:
             X = X[:, None]
         if X.dtype == np.float64:
             X = X.astype(np.float32)
         if reset:
             self.input_shape_ = tuple(X.shape[1:])
+            self.n_features_in_ = int(np.prod(self.input_shape_))
         elif tuple(X.shape[1:]) != self.input_shape_:
             raise ValueError(f"X has sample shape {tuple(X.shape[1:])}, but {type(self).__name__} "
                              f"was fitted on {self.input_shape_}")

@@ -119,6 +119,11 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
+        return tags
+
     def fit(self, X: Any, y: Any = None) -> SimCLR:
         """Train backbone and projection head on ``X`` (``y`` is ignored)."""
         self._check_common_params()

@@ -215,16 +215,20 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.device_ = self._device()
         seed = self._draw_seed()
         with self._seeded(self.device_, seed):
-            data, module, augment, neighbors, lr = self._prepare(X, carried, seed)
+            data, module, augment, neighbors, lr, frozen = self._prepare(X, carried, seed)
             self._cluster(data, module, augment, neighbors, lr)
             self._self_label(data, augment, lr)
+        if frozen is not None:  # the heads were trained on embeddings: put the backbone before them
+            self.module_.backbone = nn.Sequential(frozen, self.module_.backbone)
         self.net_.release_data()
         self.labels_ = self.predict(X)
         return self
 
     def _prepare(self, X: np.ndarray, carried: np.ndarray | None, seed: int):
-        """Data, initial model, weak augmentation, neighbours and learning rate for clustering."""
+        """Data, initial model, weak augmentation, neighbours and learning rate for clustering, and
+        the frozen pretext backbone when only heads are trained on its embeddings (else None)."""
         self.pretext_ = None
+        frozen = None
         data = DeviceData(X, self.device_)
         raw = carried is None and self.pretext is not None
         if raw:
@@ -237,6 +241,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
             if not self.update_backbone:  # heads on frozen embeddings: same path as features
                 data = DeviceData(to_numpy(embeddings), self.device_)
                 raw = False
+                frozen = backbone.eval()
         else:
             embeddings = data.subset(len(data))
         if carried is not None:
@@ -248,10 +253,10 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         if raw:
             augment = self.augment or default_augmentations(data.subset())[0]
             return data, ClusterModel(backbone, backbone.out_features, head_sizes), augment, \
-                neighbors, self.lr
+                neighbors, self.lr, None
         standardize = Standardize.from_data(data.subset()).to(self.device_)
         model = ClusterModel(standardize, data.tensor.shape[1], head_sizes)
-        return data, model, identity, neighbors, self.head_lr
+        return data, model, identity, neighbors, self.head_lr, frozen
 
     def _cluster(self, data: DeviceData, module: nn.Module, augment: Callable, neighbors: Tensor,
                  lr: float) -> None:

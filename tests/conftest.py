@@ -1,0 +1,22 @@
+"""Shared test configuration: one torch thread (CI machines are small) and quick hypothesis runs.
+
+Hypothesis profiles (tests with their own ``settings`` keep them):
+
+- ``dev`` (default): no deadline (torch calls vary in time), 25 examples, random examples;
+- ``ci`` (when the ``CI`` environment variable is set): the same, derandomized, so a CI run is
+  repeatable. ``HYPOTHESIS_PROFILE=...`` picks one explicitly.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+torch.set_num_threads(1)
+
+_QUICK = dict(deadline=None, max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", **_QUICK)
+settings.register_profile("ci", derandomize=True, **_QUICK)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

@@ -1,0 +1,238 @@
+"""Property tests of the pure loss functions (hypothesis), against direct float64 references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from skdeepcluster.losses import nt_xent, scan_loss, self_label_loss
+
+FLOATS = st.floats(-8.0, 8.0, allow_nan=False, width=32)
+
+
+@st.composite
+def logit_pairs(draw, min_k=2, max_k=6, max_n=12):
+    """Anchor and neighbour logits of the same shape (N, K), and an entropy weight."""
+    n = draw(st.integers(1, max_n))
+    k = draw(st.integers(min_k, max_k))
+    a = draw(arrays(np.float32, (n, k), elements=FLOATS))
+    b = draw(arrays(np.float32, (n, k), elements=FLOATS))
+    weight = draw(st.floats(0.0, 10.0))
+    return torch.from_numpy(a), torch.from_numpy(b), weight
+
+
+def scan_reference(anchor, neighbor, weight):
+    """SCAN eq. 2 written directly, in float64 with a plain softmax."""
+    p_a = torch.softmax(anchor.double(), dim=1)
+    p_n = torch.softmax(neighbor.double(), dim=1)
+    consistency = -torch.log((p_a * p_n).sum(1)).mean()
+    mean_p = p_a.mean(0)
+    entropy = -(mean_p * torch.log(mean_p)).sum()
+    return consistency - weight * entropy, consistency, entropy
+
+
+def assert_close(actual, expected, rtol=1e-4, atol=1e-5):
+    torch.testing.assert_close(torch.as_tensor(actual).double(), torch.as_tensor(expected).double(),
+                               rtol=rtol, atol=atol)
+
+
+# ----------------------------------------------------------------------------- SCAN
+
+
+@given(logit_pairs(), st.randoms(use_true_random=False))
+def test_scan_loss_invariant_to_cluster_permutation(pair, rnd):
+    anchor, neighbor, weight = pair
+    perm = list(range(anchor.shape[1]))
+    rnd.shuffle(perm)
+    before = scan_loss(anchor, neighbor, weight)
+    after = scan_loss(anchor[:, perm], neighbor[:, perm], weight)
+    for x, y in zip(before, after):
+        assert_close(x, y)
+
+
+@given(logit_pairs(), st.randoms(use_true_random=False))
+def test_scan_loss_invariant_to_batch_permutation(pair, rnd):
+    anchor, neighbor, weight = pair
+    perm = list(range(anchor.shape[0]))
+    rnd.shuffle(perm)
+    before = scan_loss(anchor, neighbor, weight)
+    after = scan_loss(anchor[perm], neighbor[perm], weight)
+    for x, y in zip(before, after):
+        assert_close(x, y)
+
+
+@given(logit_pairs())
+def test_scan_loss_term_ranges(pair):
+    anchor, neighbor, weight = pair
+    total, consistency, entropy = scan_loss(anchor, neighbor, weight)
+    k = anchor.shape[1]
+    assert consistency.item() >= -1e-6
+    assert -1e-6 <= entropy.item() <= math.log(k) + 1e-5
+    assert_close(total, consistency - weight * entropy)
+
+
+@given(logit_pairs())
+def test_scan_loss_matches_float64_reference(pair):
+    anchor, neighbor, weight = pair
+    for actual, expected in zip(scan_loss(anchor, neighbor, weight),
+                                scan_reference(anchor, neighbor, weight)):
+        assert_close(actual, expected)
+
+
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=10), st.integers(5, 8))
+def test_scan_consistency_is_zero_for_identical_confident_one_hots(labels, k):
+    logits = 50.0 * F.one_hot(torch.tensor(labels), k).float()
+    result = scan_loss(logits, logits.clone(), 5.0)
+    assert result.consistency.item() == pytest.approx(0.0, abs=1e-6)
+    # Each sample's own prediction is then as good as it gets: any disagreement costs more.
+    other = scan_loss(logits, logits.roll(1, dims=1), 5.0)
+    assert other.consistency.item() > 10.0
+
+
+def test_scan_entropy_is_log_k_for_balanced_assignments():
+    k = 4
+    logits = 30.0 * torch.eye(k).repeat(3, 1)  # every cluster used equally often
+    assert scan_loss(logits, logits, 1.0).entropy.item() == pytest.approx(math.log(k), abs=1e-5)
+    collapsed = 30.0 * F.one_hot(torch.zeros(12, dtype=torch.long), k).float()
+    assert scan_loss(collapsed, collapsed, 1.0).entropy.item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e4, -1e4])
+def test_scan_loss_finite_for_extreme_logits(scale):
+    k = 3
+    anchor = (scale * F.one_hot(torch.tensor([0, 1, 2, 0]), k).float()).requires_grad_()
+    neighbor = (scale * F.one_hot(torch.tensor([1, 2, 0, 0]), k).float()).requires_grad_()
+    result = scan_loss(anchor, neighbor, 5.0)
+    assert all(torch.isfinite(term) for term in result)
+    result.total.backward()
+    assert torch.isfinite(anchor.grad).all() and torch.isfinite(neighbor.grad).all()
+
+
+def test_scan_loss_shape_mismatch():
+    with pytest.raises(ValueError, match="must both be"):
+        scan_loss(torch.zeros(4, 3), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="must both be"):
+        scan_loss(torch.zeros(4), torch.zeros(4))
+
+
+# ----------------------------------------------------------------------------- NT-Xent
+
+
+@st.composite
+def projection_pairs(draw, max_n=6, max_d=5):
+    n = draw(st.integers(1, max_n))
+    d = draw(st.integers(1, max_d))
+    z_a = draw(arrays(np.float32, (n, d), elements=FLOATS))
+    z_b = draw(arrays(np.float32, (n, d), elements=FLOATS))
+    z = np.concatenate([z_a, z_b])
+    assume(np.linalg.norm(z, axis=1).min() > 1e-2)  # cosine similarity needs non-zero rows
+    temperature = draw(st.floats(0.1, 2.0))
+    return torch.from_numpy(z_a), torch.from_numpy(z_b), temperature
+
+
+def nt_xent_reference(z_a, z_b, temperature):
+    """NT-Xent by the definition: a loop over the 2N anchors, float64."""
+    z = torch.cat([z_a, z_b]).double()
+    n = z_a.shape[0]
+    total = 0.0
+    for i in range(2 * n):
+        j = i + n if i < n else i - n
+        sim = [float(z[i] @ z[k] / (z[i].norm() * z[k].norm())) / temperature for k in range(2 * n)]
+        denominator = sum(math.exp(s) for k, s in enumerate(sim) if k != i)
+        total += -math.log(math.exp(sim[j]) / denominator)
+    return total / (2 * n)
+
+
+@given(projection_pairs())
+def test_nt_xent_matches_loop_reference(pair):
+    z_a, z_b, t = pair
+    assert nt_xent(z_a, z_b, t).item() == pytest.approx(nt_xent_reference(z_a, z_b, t),
+                                                       rel=1e-4, abs=1e-4)
+
+
+@given(projection_pairs(), st.randoms(use_true_random=False))
+def test_nt_xent_invariant_to_pair_permutation(pair, rnd):
+    z_a, z_b, t = pair
+    perm = list(range(z_a.shape[0]))
+    rnd.shuffle(perm)
+    assert_close(nt_xent(z_a[perm], z_b[perm], t), nt_xent(z_a, z_b, t))
+
+
+@given(projection_pairs(), st.floats(1e-2, 1e2))
+def test_nt_xent_invariant_to_positive_rescaling(pair, scale):
+    z_a, z_b, t = pair
+    # one global factor, and a different positive factor per row: cosines do not change
+    row_scale = torch.linspace(0.5, 3.0, z_a.shape[0]).unsqueeze(1)
+    assert_close(nt_xent(scale * z_a, scale * z_b, t), nt_xent(z_a, z_b, t))
+    assert_close(nt_xent(row_scale * z_a, z_b / row_scale, t), nt_xent(z_a, z_b, t))
+
+
+@given(projection_pairs())
+def test_nt_xent_non_negative(pair):
+    assert nt_xent(*pair).item() >= -1e-6
+
+
+@given(st.integers(1, 8), arrays(np.float32, (4,), elements=st.floats(0.5, 5.0, width=32)),
+       st.floats(0.1, 2.0))
+def test_nt_xent_identical_projections_give_log_2n_minus_1(n, row, t):
+    z = torch.from_numpy(row).repeat(n, 1)
+    assert nt_xent(z, z.clone(), t).item() == pytest.approx(math.log(2 * n - 1), abs=1e-5)
+
+
+def test_nt_xent_rejects_bad_input():
+    with pytest.raises(ValueError, match="must both be"):
+        nt_xent(torch.zeros(3, 2), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="temperature"):
+        nt_xent(torch.ones(3, 2), torch.ones(3, 2), temperature=0.0)
+
+
+# ----------------------------------------------------------------------------- self-labelling
+
+
+def test_self_label_loss_zero_with_graph_when_nothing_is_confident():
+    strong = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    weak = torch.full((6, 3), 1 / 3)
+    loss = self_label_loss(strong, weak, threshold=0.5)
+    assert loss.item() == 0.0
+    assert loss.requires_grad
+    loss.backward()  # backward works and contributes nothing
+    assert torch.equal(strong.grad, torch.zeros_like(strong))
+
+
+@given(st.integers(1, 4), st.integers(2, 5), st.integers(0, 2**16))
+def test_self_label_loss_is_plain_cross_entropy_for_balanced_classes(per_class, k, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n_present = max(1, k - 1)  # one class may be absent: balance among the present ones counts
+    targets = torch.arange(n_present).repeat(per_class)
+    confident = F.one_hot(targets, k).float() * 0.98 + 0.02 / k
+    # unconfident rows (max prob 0.5) are ignored
+    unconfident = torch.full((3, k), 0.5 / (k - 1))
+    unconfident[:, 0] = 0.5
+    weak = torch.cat([confident, unconfident])
+    strong = torch.randn(len(weak), k, generator=gen)
+    loss = self_label_loss(strong, weak, threshold=0.9)
+    expected = F.cross_entropy(strong[: len(targets)], targets)
+    assert_close(loss, expected)
+
+
+def test_self_label_loss_balances_classes():
+    gen = torch.Generator().manual_seed(1)
+    targets = torch.tensor([0, 0, 0, 1])
+    weak = F.one_hot(targets, 2).float()
+    strong = torch.randn(4, 2, generator=gen, dtype=torch.float64)
+    per_sample = F.cross_entropy(strong, targets, reduction="none")
+    weights = torch.tensor([1 / 3, 1 / 3, 1 / 3, 1.0], dtype=torch.float64)  # 1 / class count
+    expected = (weights * per_sample).sum() / weights.sum()
+    assert_close(self_label_loss(strong.float(), weak, threshold=0.5), expected)
+
+
+def test_self_label_loss_shape_mismatch():
+    with pytest.raises(ValueError, match="must both be"):
+        self_label_loss(torch.zeros(4, 3), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="must both be"):
+        self_label_loss(torch.zeros(4, 3), torch.zeros(5, 3))
