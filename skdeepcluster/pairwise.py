@@ -370,10 +370,13 @@ def knn_adjacency(f: Tensor, n_neighbors: int) -> Tensor:
     Notes
     -----
     Ties are included: every sample whose similarity equals that of the
-    k-th neighbour counts as a neighbour. This keeps the result independent
-    of the order of the batch and monotone in :math:`k` (a larger :math:`k`
-    gives a superset), at the cost of rows with more than :math:`k` ones when
-    there are exact ties (e.g. duplicated samples).
+    k-th neighbour, up to a rounding tolerance of :math:`64\,\epsilon`
+    (machine epsilon of the computation dtype, about :math:`7.6 \cdot 10^{-6}`
+    in float32), counts as a neighbour. This keeps the result independent
+    of the order of the batch (rounding in the matrix product may depend on
+    it) and monotone in :math:`k` (a larger :math:`k` gives a superset), at
+    the cost of rows with more than :math:`k` ones when there are ties
+    (e.g. duplicated samples).
     """
     dtype = f.dtype if isinstance(f, Tensor) else None
     f = _check_features(f)
@@ -389,8 +392,13 @@ def knn_adjacency(f: Tensor, n_neighbors: int) -> Tensor:
     s = _cosine_similarity_matrix(f)
     s.fill_diagonal_(-math.inf)  # self is not one of its own k neighbours
     kth = s.topk(k, dim=1).values[:, -1:]
-    near = s >= kth  # near[i, j]: j is among the k nearest of i (ties included)
+    # near[i, j]: j is among the k nearest of i, ties (up to rounding) included
+    near = s >= kth - _knn_tie_tolerance(s.dtype)
     return _finish(near | near.T, dtype)
+
+
+def _knn_tie_tolerance(dtype: torch.dtype) -> float:
+    return 64 * torch.finfo(dtype).eps
 
 
 _SIMILARITIES: dict[str, Callable[..., Tensor]] = {
