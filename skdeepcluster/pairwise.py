@@ -183,7 +183,8 @@ def l2_adjacency(f: Tensor, threshold: float, *, normalize: bool = False) -> Ten
     normalize : bool, default=False
         If True, L2-normalise each feature vector first. On the unit sphere
         :math:`\lVert f_i - f_j\rVert^2 = 2 - 2\cos(f_i, f_j)`, so this is
-        exactly :func:`cosine_adjacency` with threshold :math:`1 - \tau/2`.
+        exactly :func:`cosine_adjacency` with threshold :math:`1 - \tau/2`
+        for :math:`\tau \le 4` (and every pair is similar for :math:`\tau > 4`).
 
     Returns
     -------
