@@ -208,12 +208,13 @@ def test_ricap_shapes_areas_and_patches(seed, b, c, h, w, beta):
     assert torch.allclose(areas.sum(dim=1), torch.full((b,), float(h * w), dtype=torch.float64))
     assert torch.all(areas == areas[0])  # one boundary point per batch
     # recover the patch layout from the areas: a_tl = ph * pw etc.
+    areas = [int(v) for v in areas[0].round()]
     pw_left = next(pw for pw in range(w + 1) for ph in range(h + 1)
-                   if ph * pw == areas[0, 0] and ph * (w - pw) == areas[0, 1]
-                   and (h - ph) * pw == areas[0, 2] and (h - ph) * (w - pw) == areas[0, 3])
+                   if ph * pw == areas[0] and ph * (w - pw) == areas[1]
+                   and (h - ph) * pw == areas[2] and (h - ph) * (w - pw) == areas[3])
     ph_top = next(ph for ph in range(h + 1)
-                  if ph * pw_left == areas[0, 0] and ph * (w - pw_left) == areas[0, 1]
-                  and (h - ph) * pw_left == areas[0, 2] and (h - ph) * (w - pw_left) == areas[0, 3])
+                  if ph * pw_left == areas[0] and ph * (w - pw_left) == areas[1]
+                  and (h - ph) * pw_left == areas[2] and (h - ph) * (w - pw_left) == areas[3])
     region = torch.empty(h, w, dtype=torch.int64)
     region[:ph_top, :pw_left] = 0
     region[:ph_top, pw_left:] = 1
