@@ -1,7 +1,7 @@
 """Data composition for LSD-C, eq. (6): MixUp, RICAP and composite targets.
 
 Rebuffi, Ehrhardt, Han, Vedaldi and Zisserman, "LSD-C: Linearly Separable
-Deep Clusters" (2020), Sec. 3.3, eq. (6). A composite sample is built from
+Deep Clusters" (2020), eq. (6). A composite sample is built from
 :math:`S` source samples of the batch; it is described by
 
 * ``sources``: an int64 tensor of shape (M, S), ``sources[j, s]`` the index

@@ -171,7 +171,8 @@ def rampup_weight(step: float, rampup_steps: float, max_weight: float) -> float:
             \lambda & t \ge T,
         \end{cases}
 
-    with :math:`t` clipped at 0 from below, so :math:`\omega(0) = \lambda
+    (the ramp-up of Laine and Aila's temporal ensembling, 2017), with
+    :math:`t` clipped at 0 from below, so :math:`\omega(0) = \lambda
     e^{-5}` and :math:`\omega(T) = \lambda`. :math:`T = 0` means no ramp-up
     (:math:`\omega \equiv \lambda`).
 

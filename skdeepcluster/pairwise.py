@@ -16,8 +16,8 @@ Conventions shared by every function here:
   whatever the threshold, so that ``A`` is a valid "same cluster" relation
   (reflexive) and the pair ``(i, i)`` always pushes ``p_i`` towards a
   confident prediction in the pairwise loss (eq. 5).
-* The features are treated as labels' source only: they are detached, so no
-  gradient flows through ``A``.
+* The features only serve to make labels: they are detached, so no gradient
+  flows through ``A``.
 * Computation happens in at least float32 (float16/bfloat16 inputs are
   upcast); ``A`` is returned in the floating dtype of ``f``.
 """
@@ -416,14 +416,18 @@ def pairwise_adjacency(f: Tensor, similarity: str, **params: object) -> Tensor:
     Dispatches to the criterion compared in Table 1 of Rebuffi et al.,
     "LSD-C: Linearly Separable Deep Clusters" (2020):
 
-    ============  =====================================================  ==========================================
-    similarity    rule                                                   function and parameters
-    ============  =====================================================  ==========================================
-    ``"cosine"``  :math:`A_{ij} = 1[\cos(f_i, f_j) > \tau]`              :func:`cosine_adjacency` (``threshold``)
-    ``"l2"``      :math:`A_{ij} = 1[\lVert f_i - f_j\rVert^2 < \tau]`    :func:`l2_adjacency` (``threshold``, ``normalize``)
-    ``"sne"``     :math:`A_{ij} = 1[p_{ij} > \tau]`, eqs. (1)-(2)        :func:`sne_adjacency` (``threshold``, ``temperature``, ``normalize``)
-    ``"knn"``     :math:`j \in \mathcal{N}_k(i)` or :math:`i \in \mathcal{N}_k(j)`  :func:`knn_adjacency` (``n_neighbors``)
-    ============  =====================================================  ==========================================
+    ``"cosine"``
+        :math:`A_{ij} = 1[\cos(f_i, f_j) > \tau]`; :func:`cosine_adjacency`
+        (``threshold``).
+    ``"l2"``
+        :math:`A_{ij} = 1[\lVert f_i - f_j\rVert^2 < \tau]`;
+        :func:`l2_adjacency` (``threshold``, ``normalize``).
+    ``"sne"``
+        :math:`A_{ij} = 1[p_{ij} > \tau]` with :math:`p_{ij}` of eqs. (1)-(2);
+        :func:`sne_adjacency` (``threshold``, ``temperature``, ``normalize``).
+    ``"knn"``
+        :math:`A_{ij} = 1[j \in \mathcal{N}_k(i) \lor i \in \mathcal{N}_k(j)]`;
+        :func:`knn_adjacency` (``n_neighbors``).
 
     In every case ``A`` is symmetric, 0/1 and has ones on the diagonal.
 
