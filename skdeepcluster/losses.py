@@ -6,6 +6,8 @@ property-tested and reused on its own.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -131,3 +133,208 @@ def self_label_loss(strong_logits: Tensor, weak_probs: Tensor, threshold: float 
     weights = torch.zeros(k, device=counts.device)
     weights[present] = counts[present].sum() / (present.sum() * counts[present])
     return F.cross_entropy(strong_logits[mask].float(), targets, weight=weights)
+
+
+# LSD-C
+# -----
+# Rebuffi, Ehrhardt, Han, Vedaldi and Zisserman, "LSD-C: Linearly Separable
+# Deep Clusters" (2020). Helpers prefixed ``_lsdc_`` are private to this group.
+
+
+def _lsdc_check_probs(probs: Tensor, name: str) -> None:
+    if not isinstance(probs, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (N, K); got {type(probs).__name__}.")
+    if probs.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D tensor of shape (N, K) (one probability vector over K clusters "
+            f"per row); got shape {tuple(probs.shape)}."
+        )
+    if not probs.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype; got {probs.dtype}.")
+    if probs.shape[0] < 1 or probs.shape[1] < 1:
+        raise ValueError(f"{name} must be non-empty; got shape {tuple(probs.shape)}.")
+
+
+def lsdc_pairwise_bce(
+    probs_a: Tensor, probs_b: Tensor, adjacency: Tensor, *, eps: float = 1e-7
+) -> Tensor:
+    r"""Pairwise binary cross-entropy of LSD-C, eq. (5).
+
+    With :math:`s_{ij} = p_i^\top p'_j` the probability that sample
+    :math:`i` (cluster distribution :math:`p_i`) and sample :math:`j`
+    (:math:`p'_j`) fall in the same cluster, eq. (5) of Rebuffi et al.,
+    "LSD-C: Linearly Separable Deep Clusters" (2020) is
+
+    .. math::
+
+        \mathcal{L}_{\text{BCE}} = -\frac{1}{N M} \sum_{i=1}^{N} \sum_{j=1}^{M}
+            \Big[ A_{ij} \log s_{ij} + (1 - A_{ij}) \log (1 - s_{ij}) \Big],
+
+    the mean over all :math:`N \times M` pairs (:math:`N^2` in the paper,
+    where both sides are the same batch or its augmented/composite version).
+
+    Parameters
+    ----------
+    probs_a : Tensor of shape (N, K)
+        Cluster probabilities :math:`p_i` (rows are softmax outputs).
+    probs_b : Tensor of shape (M, K)
+        Cluster probabilities :math:`p'_j` of the second view, e.g. the
+        augmented or composite batch.
+    adjacency : Tensor of shape (N, M)
+        Target :math:`A_{ij}`. Either hard 0/1 pairwise labels (see
+        :mod:`skdeepcluster.pairwise`) or soft targets in :math:`[0, 1]`
+        (see :func:`skdeepcluster.composition.composite_targets`). With soft
+        targets the minimum of the loss is the mean binary entropy of the
+        targets, not zero. The target gets no gradient.
+    eps : float, default=1e-7
+        :math:`s_{ij}` is clamped to :math:`[\epsilon, 1 - \epsilon]` before
+        the logarithms, so the loss and its gradients stay finite when
+        :math:`p_i^\top p'_j` is exactly 0 or 1. Must lie in
+        :math:`(0, 0.5)`.
+
+    Returns
+    -------
+    Tensor
+        Scalar loss (0-d), in at least float32.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree, a tensor is not floating point, ``eps`` is
+        outside :math:`(0, 0.5)`, or ``adjacency`` has values outside
+        :math:`[0, 1]`.
+
+    Notes
+    -----
+    The loss is invariant to relabelling the clusters (the same permutation
+    of the columns of ``probs_a`` and ``probs_b``), since it depends on the
+    probabilities only through the inner products :math:`s_{ij}`.
+    """
+    _lsdc_check_probs(probs_a, "probs_a")
+    _lsdc_check_probs(probs_b, "probs_b")
+    if probs_a.shape[1] != probs_b.shape[1]:
+        raise ValueError(
+            "probs_a and probs_b must have the same number of clusters K; "
+            f"got shapes {tuple(probs_a.shape)} and {tuple(probs_b.shape)}."
+        )
+    if not isinstance(adjacency, Tensor):
+        raise ValueError(f"adjacency must be a torch.Tensor; got {type(adjacency).__name__}.")
+    expected = (probs_a.shape[0], probs_b.shape[0])
+    if tuple(adjacency.shape) != expected:
+        raise ValueError(
+            f"adjacency must have shape (N, M) = {expected} (rows match probs_a, columns "
+            f"probs_b); got {tuple(adjacency.shape)}."
+        )
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 < float(eps) < 0.5:
+        raise ValueError(f"eps must be a real number in (0, 0.5); got {eps!r}.")
+    dtype = torch.promote_types(torch.promote_types(probs_a.dtype, probs_b.dtype), torch.float32)
+    target = adjacency.detach().to(dtype)
+    if bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):
+        raise ValueError("adjacency values must lie in [0, 1] (hard 0/1 labels or soft targets).")
+    s = probs_a.to(dtype) @ probs_b.to(dtype).T
+    s = s.clamp(float(eps), 1.0 - float(eps))
+    loss = -(target * torch.log(s) + (1.0 - target) * torch.log1p(-s))
+    return loss.mean()
+
+
+def consistency_mse(probs_a: Tensor, probs_b: Tensor) -> Tensor:
+    r"""Consistency (mean squared error) loss of LSD-C, eq. (8).
+
+    Eq. (8) of Rebuffi et al., "LSD-C: Linearly Separable Deep Clusters"
+    (2020) asks the predictions of a sample and of its augmented version to
+    agree. We implement
+
+    .. math::
+
+        \mathcal{L}_{\text{MSE}} = \frac{1}{N K} \sum_{i=1}^{N}
+            \lVert p_i - p'_i \rVert_2^2,
+
+    i.e. the mean over the batch **and** over the :math:`K` clusters (the
+    element-wise mean, like ``torch.nn.functional.mse_loss`` with its default
+    reduction). The version summed over clusters is :math:`K` times larger,
+    so a weight :math:`\lambda` tuned for one convention must be scaled by
+    :math:`K` for the other.
+
+    Parameters
+    ----------
+    probs_a : Tensor of shape (N, K)
+        Cluster probabilities :math:`p_i` of the batch.
+    probs_b : Tensor of shape (N, K)
+        Cluster probabilities :math:`p'_i` of the augmented batch. Gradients
+        flow into both arguments; detach one of them to use it as a fixed
+        target.
+
+    Returns
+    -------
+    Tensor
+        Scalar loss (0-d).
+
+    Raises
+    ------
+    ValueError
+        If the arguments are not 2-D floating tensors of the same shape.
+    """
+    _lsdc_check_probs(probs_a, "probs_a")
+    _lsdc_check_probs(probs_b, "probs_b")
+    if probs_a.shape != probs_b.shape:
+        raise ValueError(
+            "probs_a and probs_b must have the same shape (N, K); "
+            f"got {tuple(probs_a.shape)} and {tuple(probs_b.shape)}."
+        )
+    return (probs_a - probs_b).pow(2).mean()
+
+
+def rampup_weight(step: float, rampup_steps: float, max_weight: float) -> float:
+    r"""Sigmoid-shaped ramp-up of the consistency weight used by LSD-C.
+
+    The weight of the consistency loss (eq. 8) in Rebuffi et al., "LSD-C:
+    Linearly Separable Deep Clusters" (2020) is ramped up as
+
+    .. math::
+
+        \omega(t) = \begin{cases}
+            \lambda \exp\!\left(-5 \left(1 - t / T\right)^2\right) & 0 \le t < T, \\
+            \lambda & t \ge T,
+        \end{cases}
+
+    (the ramp-up of Laine and Aila's temporal ensembling, 2017), with
+    :math:`t` clipped at 0 from below, so :math:`\omega(0) = \lambda
+    e^{-5}` and :math:`\omega(T) = \lambda`. :math:`T = 0` means no ramp-up
+    (:math:`\omega \equiv \lambda`).
+
+    Parameters
+    ----------
+    step : float
+        Current step or epoch :math:`t` (fractional values allowed; negative
+        values count as 0).
+    rampup_steps : float
+        Length :math:`T \ge 0` of the ramp-up, in the same unit as ``step``.
+    max_weight : float
+        Final weight :math:`\lambda \ge 0`.
+
+    Returns
+    -------
+    float
+        :math:`\omega(t)`.
+
+    Raises
+    ------
+    ValueError
+        If an argument is not a finite real number, or ``rampup_steps`` or
+        ``max_weight`` is negative.
+    """
+    values = {}
+    for name, value in (("step", step), ("rampup_steps", rampup_steps), ("max_weight", max_weight)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+            raise ValueError(f"{name} must be a finite real number; got {value!r}.")
+        values[name] = float(value)
+    t, big_t, lam = values["step"], values["rampup_steps"], values["max_weight"]
+    if big_t < 0:
+        raise ValueError(f"rampup_steps must be >= 0; got {big_t}.")
+    if lam < 0:
+        raise ValueError(f"max_weight must be >= 0; got {lam}.")
+    t = max(t, 0.0)
+    if big_t == 0 or t >= big_t:
+        return lam
+    phase = 1.0 - t / big_t
+    return lam * math.exp(-5.0 * phase * phase)

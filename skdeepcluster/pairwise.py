@@ -1,0 +1,470 @@
+"""Pairwise labelling of a batch in feature space, as in LSD-C.
+
+Rebuffi, Ehrhardt, Han, Vedaldi and Zisserman, "LSD-C: Linearly Separable
+Deep Clusters" (2020), Sec. 3.2 and Table 1. Given a batch of features
+``f`` of shape ``(B, d)`` each function returns an adjacency matrix ``A`` of
+shape ``(B, B)``: a float tensor of zeros and ones, on the device of ``f``,
+where ``A[i, j] = 1`` marks samples ``i`` and ``j`` as "similar" (to be put in
+the same cluster) and ``0`` as "dissimilar".
+
+Conventions shared by every function here:
+
+* ``A`` is symmetric: the underlying similarity matrix is symmetrised exactly
+  before it is thresholded, so rounding in the matrix product cannot make
+  ``A[i, j]`` and ``A[j, i]`` disagree.
+* The diagonal is always one: a sample is similar to itself. This holds
+  whatever the threshold, so that ``A`` is a valid "same cluster" relation
+  (reflexive) and the pair ``(i, i)`` always pushes ``p_i`` towards a
+  confident prediction in the pairwise loss (eq. 5).
+* The features only serve to make labels: they are detached, so no gradient
+  flows through ``A``.
+* Computation happens in at least float32 (float16/bfloat16 inputs are
+  upcast); ``A`` is returned in the floating dtype of ``f``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "cosine_adjacency",
+    "l2_adjacency",
+    "sne_joint_probabilities",
+    "sne_adjacency",
+    "knn_adjacency",
+    "pairwise_adjacency",
+]
+
+
+# ---------------------------------------------------------------------------
+# validation and shared pieces
+# ---------------------------------------------------------------------------
+
+
+def _check_features(f: Tensor, name: str = "f", min_samples: int = 1) -> Tensor:
+    """Validate a (B, d) floating feature batch; return it detached, >= float32."""
+    if not isinstance(f, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (B, d); got {type(f).__name__}.")
+    if f.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D tensor of shape (B, d) (one feature vector per row); "
+            f"got shape {tuple(f.shape)}. Flatten image features first."
+        )
+    if not f.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype; got {f.dtype}.")
+    if f.shape[0] < min_samples:
+        raise ValueError(f"{name} must hold at least {min_samples} sample(s); got B={f.shape[0]}.")
+    if f.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one feature dimension; got d=0.")
+    f = f.detach()
+    compute_dtype = torch.promote_types(f.dtype, torch.float32)
+    return f.to(compute_dtype)
+
+
+def _check_real(value: object, name: str) -> float:
+    """Return ``value`` as a finite Python float or raise a ValueError."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a real number; got a tensor of shape {tuple(value.shape)}.")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number; got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}.")
+    return value
+
+
+def _finish(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Boolean (B, B) similarity mask -> float 0/1 adjacency with ones on the diagonal."""
+    mask = mask | mask.T  # no-op for an already symmetric mask; guards exact symmetry
+    mask.fill_diagonal_(True)
+    return mask.to(dtype)
+
+
+def _cosine_similarity_matrix(f: Tensor) -> Tensor:
+    """Exactly symmetric matrix of cosine similarities; zero vectors have cosine 0 to all."""
+    fn = F.normalize(f, p=2.0, dim=1)
+    s = fn @ fn.T
+    return (s + s.T) / 2
+
+
+def _squared_distance_matrix(f: Tensor) -> Tensor:
+    """Exactly symmetric matrix of squared Euclidean distances with a zero diagonal."""
+    # Distances are translation invariant; centring reduces cancellation in
+    # ||a||^2 + ||b||^2 - 2 a.b when the features share a large offset.
+    f = f - f.mean(dim=0, keepdim=True)
+    g = f @ f.T
+    g = (g + g.T) / 2
+    sq = g.diagonal()
+    d = (sq[:, None] + sq[None, :] - 2 * g).clamp_min_(0.0)
+    d.fill_diagonal_(0.0)
+    return d
+
+
+# ---------------------------------------------------------------------------
+# public similarity criteria
+# ---------------------------------------------------------------------------
+
+
+def cosine_adjacency(f: Tensor, threshold: float) -> Tensor:
+    r"""Pairwise labels by thresholding the cosine similarity (LSD-C, Sec. 3.2).
+
+    Implements, for a batch of features :math:`f_1, \dots, f_B`,
+
+    .. math::
+
+        A_{ij} = \mathbb{1}\left[\cos(f_i, f_j) > \tau\right],
+        \qquad \cos(f_i, f_j) = \frac{f_i^\top f_j}{\lVert f_i\rVert\,\lVert f_j\rVert},
+
+    the "cosine" row of Table 1 of Rebuffi et al., "LSD-C: Linearly Separable
+    Deep Clusters" (2020), with :math:`A_{ii} = 1` for every :math:`i`
+    (a sample is always similar to itself).
+
+    Parameters
+    ----------
+    f : Tensor of shape (B, d)
+        Batch of features (detached inside; no gradient flows through ``A``).
+        A zero vector has cosine similarity 0 with every other sample.
+    threshold : float
+        :math:`\tau \in [-1, 1]`. The comparison is strict, so larger
+        :math:`\tau` gives a subset of the ones.
+
+    Returns
+    -------
+    Tensor of shape (B, B)
+        Symmetric 0/1 adjacency in the dtype and on the device of ``f``.
+
+    Raises
+    ------
+    ValueError
+        If ``f`` is not a 2-D floating tensor or ``threshold`` is not a real
+        number in ``[-1, 1]``.
+
+    Notes
+    -----
+    Invariant to positive rescaling of each feature vector.
+    """
+    dtype = f.dtype if isinstance(f, Tensor) else None
+    f = _check_features(f)
+    tau = _check_real(threshold, "threshold")
+    if not -1.0 <= tau <= 1.0:
+        raise ValueError(f"threshold for cosine similarity must lie in [-1, 1]; got {tau}.")
+    return _finish(_cosine_similarity_matrix(f) > tau, dtype)
+
+
+def l2_adjacency(f: Tensor, threshold: float, *, normalize: bool = False) -> Tensor:
+    r"""Pairwise labels by thresholding the squared Euclidean distance (LSD-C, Table 1).
+
+    Implements
+
+    .. math::
+
+        A_{ij} = \mathbb{1}\left[\lVert f_i - f_j \rVert_2^2 < \tau\right],
+
+    the "L2" criterion compared in Table 1 of Rebuffi et al., "LSD-C:
+    Linearly Separable Deep Clusters" (2020), with :math:`A_{ii} = 1`.
+
+    Parameters
+    ----------
+    f : Tensor of shape (B, d)
+        Batch of features (detached inside).
+    threshold : float
+        :math:`\tau \ge 0`. The comparison is strict, so larger :math:`\tau`
+        gives a superset of the ones (and :math:`\tau = 0` leaves only the
+        diagonal).
+    normalize : bool, default=False
+        If True, L2-normalise each feature vector first. On the unit sphere
+        :math:`\lVert f_i - f_j\rVert^2 = 2 - 2\cos(f_i, f_j)`, so this is
+        exactly :func:`cosine_adjacency` with threshold :math:`1 - \tau/2`
+        for :math:`\tau \le 4` (and every pair is similar for :math:`\tau > 4`).
+
+    Returns
+    -------
+    Tensor of shape (B, B)
+        Symmetric 0/1 adjacency in the dtype and on the device of ``f``.
+
+    Raises
+    ------
+    ValueError
+        If ``f`` is not a 2-D floating tensor or ``threshold`` is negative or
+        not a finite real number.
+
+    Notes
+    -----
+    Raw (un-normalised) features are the default because, normalised, the
+    criterion is only a re-parametrisation of the cosine one; listing "L2"
+    as a separate criterion in Table 1 is meaningful only on raw features.
+    The price is that :math:`\tau` depends on the scale of the features,
+    which can drift during training; pass ``normalize=True`` for a
+    scale-free threshold in :math:`[0, 4]`.
+    """
+    dtype = f.dtype if isinstance(f, Tensor) else None
+    f = _check_features(f)
+    tau = _check_real(threshold, "threshold")
+    if tau < 0:
+        raise ValueError(f"threshold for squared L2 distance must be >= 0; got {tau}.")
+    if normalize:
+        d = (2.0 - 2.0 * _cosine_similarity_matrix(f)).clamp_min_(0.0)
+    else:
+        d = _squared_distance_matrix(f)
+    return _finish(d < tau, dtype)
+
+
+def sne_joint_probabilities(f: Tensor, temperature: float = 1.0, *, normalize: bool = False) -> Tensor:
+    r"""Symmetric SNE joint probabilities of a batch (LSD-C, eqs. 1-2).
+
+    Computes, with one shared bandwidth (temperature :math:`T`) for all
+    points,
+
+    .. math::
+
+        p_{j|i} = \frac{\exp(-\lVert f_i - f_j\rVert^2 / T)}
+                       {\sum_{k \ne i} \exp(-\lVert f_i - f_k\rVert^2 / T)},
+        \qquad p_{i|i} = 0,
+
+    .. math::
+
+        p_{ij} = \frac{p_{j|i} + p_{i|j}}{2B},
+
+    as in eqs. (1)-(2) of Rebuffi et al., "LSD-C: Linearly Separable Deep
+    Clusters" (2020) (the symmetric SNE normalisation of van der Maaten and
+    Hinton). Hence :math:`p_{ij} = p_{ji}`, :math:`p_{ii} = 0`,
+    :math:`\sum_{i,j} p_{ij} = 1` and :math:`0 \le p_{ij} \le 1/B`.
+
+    Parameters
+    ----------
+    f : Tensor of shape (B, d)
+        Batch of features with :math:`B \ge 2` (detached inside).
+    temperature : float, default=1.0
+        :math:`T > 0`. Scaling all features by :math:`c` is the same as
+        dividing :math:`T` by :math:`c^2`.
+    normalize : bool, default=False
+        L2-normalise the features first.
+
+    Returns
+    -------
+    Tensor of shape (B, B)
+        The matrix :math:`(p_{ij})`, in at least float32, on the device of ``f``.
+
+    Raises
+    ------
+    ValueError
+        If ``f`` is not a 2-D floating tensor with at least two rows or
+        ``temperature`` is not a positive finite number.
+
+    Notes
+    -----
+    The conditional probabilities are formed in log space
+    (:math:`\log p_{j|i} = -D_{ij}/T - \operatorname{logsumexp}_{k\ne i}(-D_{ik}/T)`),
+    so small temperatures or far-apart points do not underflow the
+    denominator.
+    """
+    f = _check_features(f, min_samples=2)
+    t = _check_real(temperature, "temperature")
+    if t <= 0:
+        raise ValueError(f"temperature must be > 0; got {t}.")
+    if normalize:
+        d = (2.0 - 2.0 * _cosine_similarity_matrix(f)).clamp_min_(0.0)
+    else:
+        d = _squared_distance_matrix(f)
+    logits = -d / t
+    logits.fill_diagonal_(-math.inf)  # k != i in the normaliser, p_{i|i} = 0
+    log_cond = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    cond = log_cond.exp()  # cond[i, j] = p_{j|i}
+    b = f.shape[0]
+    return (cond + cond.T) / (2 * b)
+
+
+def sne_adjacency(
+    f: Tensor, threshold: float, temperature: float = 1.0, *, normalize: bool = False
+) -> Tensor:
+    r"""Pairwise labels by thresholding symmetric SNE probabilities (LSD-C, eqs. 1-2).
+
+    Implements
+
+    .. math::
+
+        A_{ij} = \mathbb{1}\left[p_{ij} > \tau\right],
+
+    with :math:`p_{ij} = (p_{j|i} + p_{i|j}) / (2B)` the symmetric SNE joint
+    probability of :func:`sne_joint_probabilities` (eqs. 1-2 of Rebuffi et
+    al., "LSD-C: Linearly Separable Deep Clusters", 2020), and
+    :math:`A_{ii} = 1` (a sample is always similar to itself, although
+    :math:`p_{ii} = 0`).
+
+    Parameters
+    ----------
+    f : Tensor of shape (B, d)
+        Batch of features with :math:`B \ge 2` (detached inside).
+    threshold : float
+        :math:`\tau \ge 0`. Since :math:`p_{ij} \le 1/B`, a threshold
+        :math:`\ge 1/B` leaves only the diagonal; useful thresholds scale like
+        :math:`1/B^2` (the mean of :math:`p_{ij}`), so they depend on the batch
+        size. The comparison is strict: larger :math:`\tau` gives a subset of
+        the ones.
+    temperature : float, default=1.0
+        Shared bandwidth :math:`T > 0` of eq. (1).
+    normalize : bool, default=False
+        L2-normalise the features first.
+
+    Returns
+    -------
+    Tensor of shape (B, B)
+        Symmetric 0/1 adjacency in the dtype and on the device of ``f``.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``f`` (see :func:`sne_joint_probabilities`), a negative or
+        non-finite ``threshold`` or a non-positive ``temperature``.
+    """
+    dtype = f.dtype if isinstance(f, Tensor) else None
+    tau = _check_real(threshold, "threshold")
+    if tau < 0:
+        raise ValueError(f"threshold for SNE probabilities must be >= 0; got {tau}.")
+    p = sne_joint_probabilities(f, temperature, normalize=normalize)
+    return _finish(p > tau, dtype)
+
+
+def knn_adjacency(f: Tensor, n_neighbors: int) -> Tensor:
+    r"""Pairwise labels from symmetrised k-nearest neighbours (LSD-C, Table 1).
+
+    With :math:`\mathcal{N}_k(i)` the :math:`k` samples other than :math:`i`
+    with the largest cosine similarity to :math:`f_i`,
+
+    .. math::
+
+        A_{ij} = \mathbb{1}\left[j \in \mathcal{N}_k(i) \ \lor\ i \in \mathcal{N}_k(j)\right],
+        \qquad A_{ii} = 1,
+
+    the "kNN" criterion of Table 1 of Rebuffi et al., "LSD-C: Linearly
+    Separable Deep Clusters" (2020). Every row has at least
+    :math:`\min(k, B-1)` off-diagonal ones.
+
+    Parameters
+    ----------
+    f : Tensor of shape (B, d)
+        Batch of features (detached inside).
+    n_neighbors : int
+        :math:`k \ge 1`. If :math:`k \ge B` (e.g. a small last batch) every
+        pair is labelled similar.
+
+    Returns
+    -------
+    Tensor of shape (B, B)
+        Symmetric 0/1 adjacency in the dtype and on the device of ``f``.
+
+    Raises
+    ------
+    ValueError
+        If ``f`` is not a 2-D floating tensor or ``n_neighbors`` is not an
+        integer >= 1.
+
+    Notes
+    -----
+    Ties are included: every sample whose similarity equals that of the
+    k-th neighbour, up to a rounding tolerance of :math:`64\,\epsilon`
+    (machine epsilon of the computation dtype, about :math:`7.6 \cdot 10^{-6}`
+    in float32), counts as a neighbour. This keeps the result independent
+    of the order of the batch (rounding in the matrix product may depend on
+    it) and monotone in :math:`k` (a larger :math:`k` gives a superset), at
+    the cost of rows with more than :math:`k` ones when there are ties
+    (e.g. duplicated samples).
+    """
+    dtype = f.dtype if isinstance(f, Tensor) else None
+    f = _check_features(f)
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
+        raise ValueError(f"n_neighbors must be an integer >= 1; got {n_neighbors!r}.")
+    k = int(n_neighbors)
+    if k < 1:
+        raise ValueError(f"n_neighbors must be >= 1; got {k}.")
+    b = f.shape[0]
+    k = min(k, b - 1)
+    if k == 0:  # a single sample: only the diagonal
+        return _finish(torch.zeros(b, b, dtype=torch.bool, device=f.device), dtype)
+    s = _cosine_similarity_matrix(f)
+    s.fill_diagonal_(-math.inf)  # self is not one of its own k neighbours
+    kth = s.topk(k, dim=1).values[:, -1:]
+    # near[i, j]: j is among the k nearest of i, ties (up to rounding) included
+    near = s >= kth - _knn_tie_tolerance(s.dtype)
+    return _finish(near | near.T, dtype)
+
+
+def _knn_tie_tolerance(dtype: torch.dtype) -> float:
+    return 64 * torch.finfo(dtype).eps
+
+
+_SIMILARITIES: dict[str, Callable[..., Tensor]] = {
+    "cosine": cosine_adjacency,
+    "l2": l2_adjacency,
+    "sne": sne_adjacency,
+    "knn": knn_adjacency,
+}
+
+
+def pairwise_adjacency(f: Tensor, similarity: str, **params: object) -> Tensor:
+    r"""Pairwise labels of a batch with a named criterion (LSD-C, Sec. 3.2, Table 1).
+
+    Dispatches to the criterion compared in Table 1 of Rebuffi et al.,
+    "LSD-C: Linearly Separable Deep Clusters" (2020):
+
+    ``"cosine"``
+        :math:`A_{ij} = 1[\cos(f_i, f_j) > \tau]`; :func:`cosine_adjacency`
+        (``threshold``).
+    ``"l2"``
+        :math:`A_{ij} = 1[\lVert f_i - f_j\rVert^2 < \tau]`;
+        :func:`l2_adjacency` (``threshold``, ``normalize``).
+    ``"sne"``
+        :math:`A_{ij} = 1[p_{ij} > \tau]` with :math:`p_{ij}` of eqs. (1)-(2);
+        :func:`sne_adjacency` (``threshold``, ``temperature``, ``normalize``).
+    ``"knn"``
+        :math:`A_{ij} = 1[j \in \mathcal{N}_k(i) \lor i \in \mathcal{N}_k(j)]`;
+        :func:`knn_adjacency` (``n_neighbors``).
+
+    In every case ``A`` is symmetric, 0/1 and has ones on the diagonal.
+
+    Parameters
+    ----------
+    f : Tensor of shape (B, d)
+        Batch of features.
+    similarity : {"cosine", "l2", "sne", "knn"}
+        Name of the criterion (case-insensitive).
+    **params
+        Keyword parameters of the chosen function.
+
+    Returns
+    -------
+    Tensor of shape (B, B)
+        The adjacency matrix.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``similarity``, missing or unexpected parameters, or
+        anything the chosen function rejects.
+    """
+    if not isinstance(similarity, str) or similarity.lower() not in _SIMILARITIES:
+        raise ValueError(
+            f"unknown similarity {similarity!r}; accepted names are "
+            + ", ".join(repr(name) for name in _SIMILARITIES)
+            + "."
+        )
+    fn = _SIMILARITIES[similarity.lower()]
+    sig = inspect.signature(fn)
+    accepted = [name for name in sig.parameters if name != "f"]
+    try:
+        sig.bind(f, **params)
+    except TypeError as exc:
+        raise ValueError(
+            f"bad parameters {sorted(params)} for similarity {similarity!r}: {exc}. "
+            f"It accepts: {', '.join(accepted)}."
+        ) from None
+    return fn(f, **params)

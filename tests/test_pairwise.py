@@ -1,0 +1,309 @@
+"""Property tests of the LSD-C pairwise labelling (skdeepcluster.pairwise)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skdeepcluster.pairwise import (
+    cosine_adjacency,
+    knn_adjacency,
+    l2_adjacency,
+    pairwise_adjacency,
+    sne_adjacency,
+    sne_joint_probabilities,
+)
+
+torch.set_num_threads(1)
+SETTINGS = settings(max_examples=30, deadline=None)
+
+
+@st.composite
+def features(draw, min_b=1, max_b=9):
+    """Small integer-valued feature batches: exact ties and zero rows do occur."""
+    b = draw(st.integers(min_b, max_b))
+    d = draw(st.integers(1, 4))
+    values = draw(st.lists(st.integers(-3, 3), min_size=b * d, max_size=b * d))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    return torch.tensor(values, dtype=dtype).reshape(b, d)
+
+
+def ref_cosine(f):
+    x = f.double().numpy()
+    n = np.linalg.norm(x, axis=1)
+    n[n == 0] = 1.0
+    x = x / n[:, None]
+    return x @ x.T
+
+
+def ref_sqdist(f, normalize=False):
+    x = f.double().numpy()
+    if normalize:
+        n = np.linalg.norm(x, axis=1)
+        n[n == 0] = 1.0
+        x = x / n[:, None]
+    return ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+
+
+def ref_sne(f, temperature):
+    d = ref_sqdist(f)
+    b = d.shape[0]
+    cond = np.zeros_like(d)
+    for i in range(b):
+        logits = np.array([-d[i, k] / temperature for k in range(b)])
+        others = [k for k in range(b) if k != i]
+        m = logits[others].max()
+        z = sum(math.exp(logits[k] - m) for k in others)
+        for j in others:
+            cond[i, j] = math.exp(logits[j] - m) / z
+    return (cond + cond.T) / (2 * b)
+
+
+def assert_adjacency(a, f):
+    b = f.shape[0]
+    assert a.shape == (b, b)
+    assert a.dtype == f.dtype and a.device == f.device
+    assert not a.requires_grad
+    assert torch.equal(a, a.T)
+    assert torch.all(a.diagonal() == 1)
+    assert torch.all((a == 0) | (a == 1))
+
+
+def far_from(values, tau, tol):
+    """Mask of entries not within tol of the threshold (where rounding may decide)."""
+    return torch.as_tensor(np.abs(values - tau) > tol)
+
+
+# --------------------------------------------------------------------------
+# structure: symmetric, 0/1, ones on the diagonal, for every criterion
+# --------------------------------------------------------------------------
+
+PARAMS = {
+    "cosine": st.fixed_dictionaries({"threshold": st.floats(-1, 1)}),
+    "l2": st.fixed_dictionaries({"threshold": st.floats(0, 50), "normalize": st.booleans()}),
+    "sne": st.fixed_dictionaries(
+        {"threshold": st.floats(0, 0.3), "temperature": st.floats(0.01, 20), "normalize": st.booleans()}
+    ),
+    "knn": st.fixed_dictionaries({"n_neighbors": st.integers(1, 10)}),
+}
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+@SETTINGS
+@given(data=st.data())
+def test_structure(name, data):
+    f = data.draw(features(min_b=2 if name == "sne" else 1))
+    params = data.draw(PARAMS[name])
+    a = pairwise_adjacency(f.requires_grad_(), name, **params)
+    assert_adjacency(a, f)
+
+
+@SETTINGS
+@given(f=features(), tau=st.floats(-1, 1))
+def test_cosine_matches_reference(f, tau):
+    a = cosine_adjacency(f, tau).numpy()
+    cos = ref_cosine(f)
+    expected = cos > tau
+    np.fill_diagonal(expected, True)
+    ok = np.abs(cos - tau) > 1e-5
+    np.fill_diagonal(ok, True)
+    assert np.array_equal(a[ok], expected[ok])
+
+
+@SETTINGS
+@given(f=features(), tau=st.floats(0, 40), normalize=st.booleans())
+def test_l2_matches_reference(f, tau, normalize):
+    a = l2_adjacency(f, tau, normalize=normalize).numpy()
+    d = ref_sqdist(f, normalize)
+    expected = d < tau
+    np.fill_diagonal(expected, True)
+    ok = np.abs(d - tau) > 1e-4
+    np.fill_diagonal(ok, True)
+    assert np.array_equal(a[ok], expected[ok])
+
+
+@SETTINGS
+@given(f=features(min_b=2), temperature=st.floats(0.05, 20))
+def test_sne_probabilities_match_reference(f, temperature):
+    p = sne_joint_probabilities(f, temperature)
+    ref = ref_sne(f, temperature)
+    np.testing.assert_allclose(p.double().numpy(), ref, rtol=1e-4, atol=1e-7)
+    b = f.shape[0]
+    assert torch.equal(p, p.T)
+    assert torch.all(p.diagonal() == 0)
+    assert abs(p.sum().item() - 1) < 1e-5
+    assert torch.all(p <= 1 / b + 1e-6)
+
+
+def test_sne_is_numerically_stable_for_small_temperature():
+    f = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 30.0], [11.0, 0.0]])
+    p = sne_joint_probabilities(f, temperature=1e-4)
+    assert torch.isfinite(p).all()
+    assert abs(p.sum().item() - 1) < 1e-5
+    # each far-away point puts all its conditional mass on its nearest neighbour
+    b = 4
+    assert p[1, 3].item() == pytest.approx(2 / (2 * b))
+    a = sne_adjacency(f, threshold=1e-3, temperature=1e-4)
+    assert a[1, 3] == 1 and a[0, 1] == 1 and a[0, 2] == 1  # mutual or one-way nearest
+    assert a[2, 3] == 0 and a[1, 2] == 0 and a[0, 3] == 0
+
+
+@SETTINGS
+@given(f=features(), tau=st.floats(0, 8))
+def test_l2_normalized_equals_cosine(f, tau):
+    a = l2_adjacency(f, tau, normalize=True)
+    if tau > 4:  # beyond the largest squared distance on the unit sphere
+        assert torch.all(a == 1)
+        return
+    c = cosine_adjacency(f, 1 - tau / 2)
+    ok = far_from(ref_cosine(f), 1 - tau / 2, 1e-5)
+    assert torch.equal(a[ok], c[ok])
+
+
+# --------------------------------------------------------------------------
+# monotonicity
+# --------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(f=features(), t1=st.floats(-1, 1), t2=st.floats(-1, 1))
+def test_cosine_larger_threshold_gives_subset(f, t1, t2):
+    lo, hi = sorted((t1, t2))
+    assert torch.all(cosine_adjacency(f, hi) <= cosine_adjacency(f, lo))
+
+
+@SETTINGS
+@given(f=features(), t1=st.floats(0, 50), t2=st.floats(0, 50), normalize=st.booleans())
+def test_l2_larger_threshold_gives_superset(f, t1, t2, normalize):
+    lo, hi = sorted((t1, t2))
+    assert torch.all(l2_adjacency(f, lo, normalize=normalize) <= l2_adjacency(f, hi, normalize=normalize))
+
+
+@SETTINGS
+@given(f=features(min_b=2), t1=st.floats(0, 0.3), t2=st.floats(0, 0.3), temperature=st.floats(0.01, 20))
+def test_sne_larger_threshold_gives_subset(f, t1, t2, temperature):
+    lo, hi = sorted((t1, t2))
+    assert torch.all(sne_adjacency(f, hi, temperature) <= sne_adjacency(f, lo, temperature))
+
+
+@SETTINGS
+@given(f=features(), k1=st.integers(1, 10), k2=st.integers(1, 10))
+def test_knn_larger_k_gives_superset(f, k1, k2):
+    lo, hi = sorted((k1, k2))
+    assert torch.all(knn_adjacency(f, lo) <= knn_adjacency(f, hi))
+
+
+@SETTINGS
+@given(f=features(), k=st.integers(1, 10))
+def test_knn_row_counts(f, k):
+    a = knn_adjacency(f, k)
+    b = f.shape[0]
+    off_diagonal = a.sum(dim=1) - 1
+    assert torch.all(off_diagonal >= min(k, b - 1))
+    if k >= b - 1:
+        assert torch.all(a == 1)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(2, 12), k=st.integers(1, 4))
+def test_knn_matches_reference_on_continuous_features(seed, b, k):
+    f = torch.randn(b, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    a = knn_adjacency(f, k).numpy()
+    cos = ref_cosine(f)
+    np.fill_diagonal(cos, -np.inf)
+    near = np.zeros((b, b), dtype=bool)
+    for i in range(b):
+        for j in np.argsort(-cos[i])[: min(k, b - 1)]:
+            near[i, j] = True
+    expected = near | near.T
+    np.fill_diagonal(expected, True)
+    assert np.array_equal(a, expected)
+
+
+# --------------------------------------------------------------------------
+# invariances
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+@SETTINGS
+@given(data=st.data())
+def test_batch_permutation_permutes_adjacency(name, data):
+    f = data.draw(features(min_b=2 if name == "sne" else 1))
+    params = data.draw(PARAMS[name])
+    perm = torch.tensor(data.draw(st.permutations(range(f.shape[0]))), dtype=torch.int64)
+    a = pairwise_adjacency(f, name, **params)
+    a_perm = pairwise_adjacency(f[perm], name, **params)
+    expected = a[perm][:, perm]
+    if name == "cosine":
+        ok = far_from(ref_cosine(f), params["threshold"], 1e-5)
+    elif name == "l2":
+        ok = far_from(ref_sqdist(f, params["normalize"]), params["threshold"], 1e-4)
+    elif name == "sne":
+        p = sne_joint_probabilities(f, params["temperature"], normalize=params["normalize"]).double().numpy()
+        ok = far_from(p, params["threshold"], 1e-5 * max(params["threshold"], 1e-3))
+    else:
+        ok = torch.ones_like(a, dtype=torch.bool)
+    ok = ok[perm][:, perm]
+    assert torch.equal(a_perm[ok], expected[ok])
+
+
+@SETTINGS
+@given(f=features(), tau=st.floats(-1, 1), data=st.data())
+def test_cosine_invariant_to_positive_rescaling(f, tau, data):
+    scales = data.draw(
+        st.lists(st.floats(0.01, 100), min_size=f.shape[0], max_size=f.shape[0])
+    )
+    g = f * torch.tensor(scales, dtype=f.dtype)[:, None]
+    ok = far_from(ref_cosine(f), tau, 1e-5)
+    assert torch.equal(cosine_adjacency(g, tau)[ok], cosine_adjacency(f, tau)[ok])
+
+
+def test_zero_features_have_cosine_zero():
+    f = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    assert torch.equal(cosine_adjacency(f, -0.5), torch.ones(3, 3))
+    a = cosine_adjacency(f, 0.0)
+    assert torch.equal(a, torch.tensor([[1.0, 0, 0], [0, 1, 1], [0, 1, 1]]))
+
+
+def test_dtype_is_kept():
+    f = torch.randn(5, 3, dtype=torch.float16)
+    for name, params in [("cosine", {"threshold": 0.2}), ("knn", {"n_neighbors": 2})]:
+        assert pairwise_adjacency(f, name, **params).dtype == torch.float16
+
+
+# --------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: cosine_adjacency(torch.randn(5), 0.5), "2-D"),
+        (lambda: cosine_adjacency(torch.randn(2, 3, 4), 0.5), "2-D"),
+        (lambda: cosine_adjacency(torch.ones(3, 2, dtype=torch.int64), 0.5), "floating"),
+        (lambda: cosine_adjacency([[1.0, 2.0]], 0.5), "torch.Tensor"),
+        (lambda: cosine_adjacency(torch.randn(0, 3), 0.5), "at least 1"),
+        (lambda: cosine_adjacency(torch.randn(4, 3), 1.5), r"\[-1, 1\]"),
+        (lambda: cosine_adjacency(torch.randn(4, 3), float("nan")), "finite"),
+        (lambda: cosine_adjacency(torch.randn(4, 3), "0.5"), "real number"),
+        (lambda: cosine_adjacency(torch.randn(4, 3), True), "real number"),
+        (lambda: l2_adjacency(torch.randn(4, 3), -1.0), ">= 0"),
+        (lambda: sne_adjacency(torch.randn(4, 3), -0.1, 1.0), ">= 0"),
+        (lambda: sne_adjacency(torch.randn(4, 3), 0.01, 0.0), "temperature"),
+        (lambda: sne_adjacency(torch.randn(1, 3), 0.01, 1.0), "at least 2"),
+        (lambda: knn_adjacency(torch.randn(4, 3), 0), ">= 1"),
+        (lambda: knn_adjacency(torch.randn(4, 3), 2.5), "integer"),
+        (lambda: knn_adjacency(torch.randn(4, 3), True), "integer"),
+        (lambda: pairwise_adjacency(torch.randn(4, 3), "euclid", threshold=1.0), "'cosine', 'l2', 'sne', 'knn'"),
+        (lambda: pairwise_adjacency(torch.randn(4, 3), "knn", threshold=1.0), "n_neighbors"),
+        (lambda: pairwise_adjacency(torch.randn(4, 3), "cosine", threshold=0.1, k=3), "accepts: threshold"),
+    ],
+)
+def test_bad_input_raises_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
