@@ -54,10 +54,11 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
 class SmallCNN(nn.Sequential):
     """Four 3x3 conv layers (three of them strided) and global average pooling, for images < 32 px.
 
-    Cheap enough for CPU training on MNIST-size data (about 2.4 M multiply-adds per 28x28 image).
+    Cheap enough for CPU training on MNIST-size data: 3.1 M multiply-adds per 28x28 gray image
+    and 97 k parameters with the default widths.
     """
 
-    def __init__(self, in_channels: int, widths: Sequence[int] = (32, 64, 128, 128)) -> None:
+    def __init__(self, in_channels: int, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
         layers: list[nn.Module] = _conv_bn_relu(in_channels, widths[0])
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers += _conv_bn_relu(c_in, c_out, stride=2)

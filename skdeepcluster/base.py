@@ -97,7 +97,8 @@ class DeepEstimatorMixin:
         elif tuple(X.shape[1:]) != self.input_shape_:
             raise ValueError(f"X has sample shape {tuple(X.shape[1:])}, but {type(self).__name__} "
                              f"was fitted on {self.input_shape_}")
-        return np.ascontiguousarray(X)
+        # writable: torch must not wrap read-only memory (e.g. GridSearchCV's memmaps)
+        return np.require(X, requirements=("C", "W"))
 
     def _check_common_params(self) -> None:
         check_positive_int(self.batch_size, "batch_size", 2)

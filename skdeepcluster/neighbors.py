@@ -128,7 +128,7 @@ class NeighborMiner(TransformerMixin, BaseEstimator):
         if self.n_neighbors >= X.shape[0]:
             raise ValueError(f"n_neighbors={self.n_neighbors} must be smaller than the number of "
                              f"samples ({X.shape[0]})")
-        features = torch.as_tensor(X, dtype=torch.float32, device=resolve_device(self.device))
+        features = torch.as_tensor(np.require(X, requirements="W"), dtype=torch.float32, device=resolve_device(self.device))
         return to_numpy(mine_neighbors(features, self.n_neighbors, self.block_size))
 
     def fit(self, X: Any, y: Any = None) -> NeighborMiner:

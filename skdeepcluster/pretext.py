@@ -84,6 +84,8 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         Print skorch's per-epoch log.
     callbacks : list or None, default=None
         skorch callbacks (learning-rate schedule, checkpoint, early stopping on ``train_loss``...).
+        They are copied before training (the parameter is never modified); the trained copies are
+        in ``net_.callbacks_``.
 
     Attributes
     ----------
