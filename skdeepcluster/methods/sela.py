@@ -228,7 +228,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     sinkhorn_lambda : float, default=25.0
         ``lambda > 0`` of eq. (6): large values give a sharper (closer to hard) plan, at the cost of
         more Sinkhorn iterations. 25 as in the paper.
-    n_label_updates : int, default=12
+    n_label_updates : int, default=30
         ``M``: how many times the labels are recomputed (at most ``max_epochs``).
     cluster_marginal : array-like of shape (K0,) or None, default=None
         The cluster marginal ``r`` of eq. (6) for the heads with ``K0`` clusters: the share of the
@@ -303,7 +303,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     """
 
     def __init__(self, n_clusters: int | Sequence[int] = 10, n_heads: int | None = None,
-                 sinkhorn_lambda: float = 25.0, n_label_updates: int = 12,
+                 sinkhorn_lambda: float = 25.0, n_label_updates: int = 30,
                  cluster_marginal: Any = None, pretext: Any = None,
                  backbone: nn.Module | None = None, max_epochs: int = 60, batch_size: int = 256,
                  lr: float = 1e-3, weight_decay: float = 1e-4, augment: Callable | None = None,
@@ -409,7 +409,8 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
                 f"{objective.sinkhorn_error:.3f} (tol {SINKHORN_TOL}), so the cluster sizes of "
                 "pseudo_labels_ are only roughly the asked ones; a smaller sinkhorn_lambda "
                 "converges faster.", ConvergenceWarning, stacklevel=2)
-        self.labels_ = self.predict(X)
+        # X is already validated (gray images got their channel axis): predict on it directly
+        self.labels_ = to_numpy(self._forward_all(self.module_, X)[self.head_].argmax(1))
         return self
 
     def _initial_model(self, X: np.ndarray, data: DeviceData, sizes: list[int],
