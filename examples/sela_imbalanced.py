@@ -12,7 +12,7 @@ The entries of ``cluster_marginal`` are the sizes of clusters 0, 1, ... in that 
 cluster takes which size is learned (cluster ids are arbitrary), so only the multiset of
 proportions matters.
 
-Run: ``OMP_NUM_THREADS=1 python examples/sela_imbalanced.py`` (about two minutes on one core).
+Run: ``OMP_NUM_THREADS=1 python examples/sela_imbalanced.py`` (under two minutes on one core).
 """
 
 import time

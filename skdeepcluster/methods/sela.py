@@ -170,7 +170,8 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     .. math::
 
-        \min_{Q \in U(r, c)} \langle Q, -\log P \rangle + \frac{1}{\lambda} \mathrm{KL}(Q \| r c^\top),
+        \min_{Q \in U(r, c)} \langle Q, -\log P \rangle
+        + \frac{1}{\lambda} \mathrm{KL}(Q \| r c^\top),
         \qquad U(r, c) = \{Q \in \mathbb{R}_+^{K \times N} : Q 1 = r,\ Q^\top 1 = c\}  \tag{6}
 
     whose solution is
@@ -190,12 +191,16 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
        backbone and heads together;
     2. **self-labelling**: at the start of the scheduled epochs the whole data set goes through
        the network (eval mode, augmented view), and each head's labels are recomputed from its
-       log-softmax by eq. (6)/(7). Labels start as a random equal split.
+       log-softmax by eq. (6)/(7) (Sinkhorn stopped at an L1 error of the cluster sums of
+       ``SINKHORN_TOL``; a ``ConvergenceWarning`` is raised once, at the end of ``fit``, if the
+       last update is far off). Labels start as a random equal split (in the proportions of
+       ``cluster_marginal`` when it is given); as the first update is at epoch 0 they are only a
+       placeholder.
 
     **Schedule.** The ``M = n_label_updates`` label updates are spread over training as in
     Appendix A.1 of the paper: at the fractions :math:`t_i = (i / (M-1))^2` of training, mapped to
-    the start of epoch ``round(t_i * (max_epochs - 1))`` (see :func:`label_update_epochs`): the first
-    at epoch 0, dense at the start, the last at the start of the last epoch.
+    the start of epoch ``round(t_i * (max_epochs - 1))`` (see :func:`label_update_epochs`): the
+    first at epoch 0, dense at the start, the last at the start of the last epoch.
 
     **Heads.** ``n_clusters`` is an int (every head has that many clusters) or a list of ints,
     one per head (heads of several granularities share the backbone; the paper's multi-head
@@ -345,7 +350,8 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
                                  f"{len(sizes)} head sizes; leave n_heads=None with a list")
             return sizes
         if not isinstance(self.n_clusters, numbers.Integral) or isinstance(self.n_clusters, bool):
-            raise ValueError(f"n_clusters must be an int or a list of ints, got {self.n_clusters!r}")
+            raise ValueError("n_clusters must be an int or a list of ints, got "
+                             f"{self.n_clusters!r}")
         k = self._check_n_clusters(self.n_clusters, n_samples)
         n_heads = 3 if self.n_heads is None else check_positive_int(self.n_heads, "n_heads")
         return [k] * n_heads
