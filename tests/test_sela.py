@@ -88,7 +88,8 @@ def test_blobs_accuracy(blobs):
     X, y = blobs
     model = SeLa(n_clusters=4, n_heads=2, max_epochs=15, n_label_updates=6, batch_size=64,
                  random_state=0).fit(X)
-    assert cluster_accuracy(y, model.labels_) >= 0.9
+    # measured: 0.997-1.0 over random_state 0-4 (labels_ and pseudo_labels_)
+    assert cluster_accuracy(y, model.labels_) >= 0.95
     assert model.labels_.shape == (len(X),)
     assert model.pseudo_labels_.shape == (len(X),)
     assert set(np.unique(model.pseudo_labels_)) <= set(range(4))
