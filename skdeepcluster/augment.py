@@ -264,12 +264,18 @@ class StrongImageAugment:
 def default_augmentations(sample: Tensor) -> tuple[Augment, Augment]:
     """``(weak, strong)`` view makers for training data ``sample`` (raw scale).
 
-    Vectors get noise and masking (strong: more of both). Images get crop/flip/jitter
-    (strong: the same, then RandAugment-like operations and cutout).
+    Vectors get noise and masking (strong: more of both). Colour images get SimCLR's crop (20-100 %
+    of the area), flip, colour jitter and grayscale. Single-channel images get milder crops
+    (40-100 %), rotations up to 15 degrees and no flip: gray images are mostly digits, characters
+    and other shapes whose mirror image is another class, and whose parts alone say little.
+    The strong view is the weak one followed by RandAugment-like operations and cutout.
     """
     if sample.ndim == 2:
         std = sample.float().std(0) if len(sample) > 1 else torch.ones(sample.shape[1])
         std = std.to(sample.device)
         return VectorAugment(std, 0.2, 0.2), VectorAugment(std, 0.4, 0.4)
-    weak = ImageAugment()
+    if sample.shape[1] == 1:
+        weak = ImageAugment(crop_scale=(0.4, 1.0), flip_prob=0.0, rotation=15.0)
+    else:
+        weak = ImageAugment()
     return weak, StrongImageAugment(base=weak)

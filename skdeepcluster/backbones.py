@@ -29,7 +29,10 @@ class Standardize(nn.Module):
         """Statistics of ``x``: per column for vectors, per channel for ``(n, c, h, w)`` images."""
         x = x.float()
         if x.ndim == 2:
-            return cls(x.mean(0), x.std(0) if len(x) > 1 else torch.ones(x.shape[1]))
+            std = x.std(0) if len(x) > 1 else torch.ones(x.shape[1], device=x.device)
+            # Floor at the mean spread: near-constant features (e.g. border pixels) are not blown
+            # up into noise, while features on large scales are still brought down to unit scale.
+            return cls(x.mean(0), std.clamp_min(float(std.mean())) if bool(std.any()) else std)
         dims = (0, 2, 3)
         return cls(x.mean(dims).view(1, -1, 1, 1), x.std(dims).view(1, -1, 1, 1))
 
