@@ -132,7 +132,7 @@ _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def split_last_block(backbone: Backbone) -> tuple[nn.Module, nn.Module]:
-    """``(early, last)`` with ``last(early(x)) == backbone(x)``: ``last`` is the backbone's last block.
+    """``(early, last)`` with ``last(early(x)) == backbone(x)``, ``last`` the backbone's last block.
 
     The last block is the last ``Linear -> BatchNorm -> ReLU`` of an :class:`MLP`, the last
     ``conv -> BatchNorm -> ReLU`` (and pooling) of a :class:`SmallCNN`, and the last macro-block
@@ -143,8 +143,8 @@ def split_last_block(backbone: Backbone) -> tuple[nn.Module, nn.Module]:
     """
     body = backbone.body
     if not isinstance(body, nn.Sequential):
-        raise ValueError("freezing the early layers needs a backbone whose body is an nn.Sequential "
-                         f"(to find its last block); got {type(body).__name__}")
+        raise ValueError("freezing the early layers needs a backbone whose body is an "
+                         f"nn.Sequential (to find its last block); got {type(body).__name__}")
     start = getattr(body, "last_block", None)
     if not isinstance(start, int):
         with_weights = [i for i, child in enumerate(body.children())
