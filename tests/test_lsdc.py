@@ -6,11 +6,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.utils import estimator_checks as sk_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from torch import nn
 
 from skdeepcluster import LSDC, RotNet, SimCLR
 from skdeepcluster.backbones import Frozen, SmallCNN
@@ -249,7 +249,6 @@ def test_freeze_backbone_trains_only_last_block_and_head(images):
     original = [p for child in children[start:] for p in child.parameters()]
     assert len(trained) == len(original) > 0
     assert any(not torch.equal(a, b) for a, b in zip(trained, original))
-    assert not torch.equal(model.module_.heads[0].weight, torch.zeros(0))
 
 
 @pytest.mark.parametrize(("name", "cls"), [("simclr", SimCLR), ("rotnet", RotNet)])
