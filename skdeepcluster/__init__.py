@@ -1,9 +1,10 @@
 """Deep clustering methods as scikit-learn estimators, trained with skorch on CPU or CUDA."""
 
+from .methods.lsdc import LSDC
 from .methods.scan import SCAN
 from .methods.sela import SeLa
 from .neighbors import NeighborFeatures, NeighborMiner
-from .pretext import SimCLR
+from .pretext import RotNet, SimCLR
 
-__all__ = ["SCAN", "NeighborFeatures", "NeighborMiner", "SeLa", "SimCLR"]
+__all__ = ["LSDC", "SCAN", "NeighborFeatures", "NeighborMiner", "RotNet", "SeLa", "SimCLR"]
 __version__ = "0.1.0.dev0"

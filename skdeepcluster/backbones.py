@@ -47,6 +47,7 @@ class MLP(nn.Sequential):
             in_features = width
         super().__init__(*layers)
         self.out_features = in_features
+        self.last_block = len(layers) - 3  # the last Linear -> BatchNorm -> ReLU
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
@@ -68,6 +69,7 @@ class SmallCNN(nn.Sequential):
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         super().__init__(*layers)
         self.out_features = widths[-1]
+        self.last_block = len(layers) - 5  # the last conv -> BatchNorm -> ReLU, then pooling
 
 
 class _BasicBlock(nn.Module):
@@ -97,6 +99,7 @@ class ResNet18Cifar(nn.Sequential):
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         super().__init__(*layers)
         self.out_features = 512
+        self.last_block = len(layers) - 4  # the last macro-block (two 512-channel blocks), pooling
 
 
 class Backbone(nn.Module):
@@ -110,6 +113,51 @@ class Backbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(self.standardize(x))
+
+
+class Frozen(nn.Module):
+    """A module kept fixed: no gradients, and always in eval mode (batch-norm statistics too),
+    whatever ``train()`` is called with."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> Frozen:
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.module(x)
+
+
+_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def split_last_block(backbone: Backbone) -> tuple[nn.Module, nn.Module]:
+    """``(early, last)`` with ``last(early(x)) == backbone(x)``, ``last`` the backbone's last block.
+
+    The last block is the last ``Linear -> BatchNorm -> ReLU`` of an :class:`MLP`, the last
+    ``conv -> BatchNorm -> ReLU`` (and pooling) of a :class:`SmallCNN`, and the last macro-block
+    (the two 512-channel residual blocks, and pooling) of a :class:`ResNet18Cifar`. For another
+    ``nn.Sequential`` body it starts at the last child holding a linear or convolution layer (an
+    integer attribute ``last_block`` on the body overrides this). ``early`` holds the input
+    standardisation and everything before.
+    """
+    body = backbone.body
+    if not isinstance(body, nn.Sequential):
+        raise ValueError("freezing the early layers needs a backbone whose body is an "
+                         f"nn.Sequential (to find its last block); got {type(body).__name__}")
+    start = getattr(body, "last_block", None)
+    if not isinstance(start, int):
+        with_weights = [i for i, child in enumerate(body.children())
+                        if any(isinstance(m, _WEIGHT_LAYERS) for m in child.modules())]
+        if not with_weights:
+            raise ValueError("the backbone has no linear or convolution layer to train")
+        start = with_weights[-1]
+    children = list(body.children())  # (slicing a Sequential subclass would call its __init__)
+    return nn.Sequential(backbone.standardize, *children[:start]), nn.Sequential(*children[start:])
 
 
 def default_body(sample_shape: tuple[int, ...]) -> nn.Module:
