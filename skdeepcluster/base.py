@@ -128,15 +128,21 @@ class DeepEstimatorMixin:
 
     def _make_net(self, module: nn.Module, objective: Objective, data: DeviceData, max_epochs: int,
                   lr: float | None = None, log_terms: tuple[str, ...] = (),
-                  callbacks: bool = True) -> DeepClusterNet:
-        """A :class:`DeepClusterNet` with this estimator's optimiser settings and callbacks."""
+                  callbacks: bool = True, group_lrs: dict[str, float] | None = None
+                  ) -> DeepClusterNet:
+        """A :class:`DeepClusterNet` with this estimator's optimiser settings and callbacks.
+
+        ``group_lrs`` maps parameter-name patterns (skorch's ``param_groups`` syntax, e.g.
+        ``"heads.*"``) to their own learning rates.
+        """
         user_callbacks = copy.deepcopy(list(self.callbacks)) if (callbacks and self.callbacks) else []
+        groups = [(pattern, {"lr": value}) for pattern, value in (group_lrs or {}).items()]
         return DeepClusterNet(
             module, objective=objective, data=data, log_terms=log_terms,
             optimizer=torch.optim.AdamW, lr=self.lr if lr is None else lr,
-            optimizer__weight_decay=self.weight_decay, max_epochs=max_epochs,
-            batch_size=self.batch_size, callbacks=user_callbacks, verbose=int(bool(self.verbose)),
-            device=str(data.device), amp=True)
+            optimizer__weight_decay=self.weight_decay, optimizer__param_groups=groups,
+            max_epochs=max_epochs, batch_size=self.batch_size, callbacks=user_callbacks,
+            verbose=int(bool(self.verbose)), device=str(data.device), amp=True)
 
     def _forward_all(self, module: nn.Module, X: np.ndarray) -> Tensor | list[Tensor]:
         """``module`` over all of validated ``X`` on the fitted device, in batches, eval mode."""

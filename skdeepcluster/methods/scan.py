@@ -113,9 +113,10 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         trains only the heads on frozen embeddings (faster).
     batch_size : int, default=256
     lr : float, default=1e-4
-        AdamW learning rate for the backbone and heads.
+        AdamW learning rate of the backbone when it is fine-tuned (low: it starts from the pretext
+        weights).
     head_lr : float, default=1e-3
-        Learning rate when only heads are trained (features, or ``update_backbone=False``).
+        AdamW learning rate of the clustering heads (they start from scratch).
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         Weak view maker for raw data; None for the data kind's default
@@ -215,9 +216,9 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.device_ = self._device()
         seed = self._draw_seed()
         with self._seeded(self.device_, seed):
-            data, module, augment, neighbors, lr, frozen = self._prepare(X, carried, seed)
-            self._cluster(data, module, augment, neighbors, lr)
-            self._self_label(data, augment, lr)
+            data, module, augment, neighbors, frozen = self._prepare(X, carried, seed)
+            self._cluster(data, module, augment, neighbors)
+            self._self_label(data, augment)
         if frozen is not None:  # the heads were trained on embeddings: put the backbone before them
             self.module_.backbone = nn.Sequential(frozen, self.module_.backbone)
         self.net_.release_data()
@@ -225,8 +226,8 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         return self
 
     def _prepare(self, X: np.ndarray, carried: np.ndarray | None, seed: int):
-        """Data, initial model, weak augmentation, neighbours and learning rate for clustering, and
-        the frozen pretext backbone when only heads are trained on its embeddings (else None)."""
+        """Data, initial model, weak augmentation and neighbours for clustering, and the frozen
+        pretext backbone when only heads are trained on its embeddings (else None)."""
         self.pretext_ = None
         frozen = None
         data = DeviceData(X, self.device_)
@@ -253,16 +254,17 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         if raw:
             augment = self.augment or default_augmentations(data.subset())[0]
             return data, ClusterModel(backbone, backbone.out_features, head_sizes), augment, \
-                neighbors, self.lr, None
+                neighbors, None
         standardize = Standardize.from_data(data.subset()).to(self.device_)
         model = ClusterModel(standardize, data.tensor.shape[1], head_sizes)
-        return data, model, identity, neighbors, self.head_lr, frozen
+        return data, model, identity, neighbors, frozen
 
-    def _cluster(self, data: DeviceData, module: nn.Module, augment: Callable, neighbors: Tensor,
-                 lr: float) -> None:
+    def _cluster(self, data: DeviceData, module: nn.Module, augment: Callable, neighbors: Tensor
+                 ) -> None:
         objective = SCANObjective(augment, neighbors, self.entropy_weight, self.n_heads)
-        self.net_ = self._make_net(module, objective, data, self.max_epochs, lr=lr,
-                                   log_terms=("consistency", "entropy"))
+        self.net_ = self._make_net(module, objective, data, self.max_epochs,
+                                   log_terms=("consistency", "entropy"),
+                                   group_lrs={"heads.*": self.head_lr})
         self.net_.fit_on_data()
         n_batches = self.net_.history[-1, "train_batch_count"]
         self.head_losses_ = to_numpy(objective.head_losses) / max(n_batches, 1)
@@ -271,7 +273,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.head_ = 0
         self.history_ = {"clustering": self.net_.history}
 
-    def _self_label(self, data: DeviceData, weak: Callable, lr: float) -> None:
+    def _self_label(self, data: DeviceData, weak: Callable) -> None:
         probs = torch.softmax(self._forward_data(self.module_, data)[0], dim=1)
         confidence = probs.max(1).values
         self.n_confident_ = int((confidence > self.confidence_threshold).sum())
@@ -287,8 +289,8 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         strong = default_augmentations(data.subset())[1]
         objective = SelfLabelObjective(weak, strong, self.confidence_threshold)
         self.net_.release_data()
-        self.net_ = self._make_net(self.module_, objective, data, self.self_label_epochs, lr=lr,
-                                   log_terms=("confident",))
+        self.net_ = self._make_net(self.module_, objective, data, self.self_label_epochs,
+                                   log_terms=("confident",), group_lrs={"heads.*": self.head_lr})
         self.net_.fit_on_data()
         self.module_ = self.net_.module_
         self.history_["self_labelling"] = self.net_.history
