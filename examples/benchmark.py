@@ -58,7 +58,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["kmeans", "scan"], choices=sorted(METHODS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; use 1 when the cores are shared)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(machine(), flush=True)
     rows = {}
     for data in args.data:

@@ -67,11 +67,11 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         Output size of the projection head.
     temperature : float, default=0.5
         NT-Xent temperature.
-    max_epochs : int, default=40
+    max_epochs : int, default=30
         Training epochs.
     batch_size : int, default=256
-    lr : float, default=1e-3
-        AdamW learning rate.
+    lr : float, default=3e-3
+        AdamW learning rate (3e-3 gave purer neighbours than 1e-3 on MNIST-test in 20 epochs).
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         ``views = augment(batch)`` on the device; None for the default of the data kind
@@ -104,8 +104,8 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, backbone: nn.Module | None = None, projection_dim: int = 128,
-                 temperature: float = 0.5, max_epochs: int = 40, batch_size: int = 256,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, augment: Callable | None = None,
+                 temperature: float = 0.5, max_epochs: int = 30, batch_size: int = 256,
+                 lr: float = 3e-3, weight_decay: float = 1e-4, augment: Callable | None = None,
                  device: str = "cpu", random_state: Any = None, verbose: int = 0,
                  callbacks: list | None = None) -> None:
         self.backbone = backbone

@@ -104,7 +104,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Weight ``lambda`` of the entropy term.
     confidence_threshold : float, default=0.99
         Self-labelling confidence threshold.
-    max_epochs : int, default=30
+    max_epochs : int, default=20
         Epochs of the clustering step.
     self_label_epochs : int, default=10
         Epochs of self-labelling (0 skips it).
@@ -114,9 +114,10 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     batch_size : int, default=256
     lr : float, default=1e-4
         AdamW learning rate of the backbone when it is fine-tuned (low: it starts from the pretext
-        weights).
-    head_lr : float, default=1e-3
-        AdamW learning rate of the clustering heads (they start from scratch).
+        weights), and of the whole model during self-labelling (as in the paper: a high rate there
+        lets the pseudo-labels drift).
+    head_lr : float, default=1e-2
+        AdamW learning rate of the clustering heads during clustering (they start from scratch).
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         Weak view maker for raw data; None for the data kind's default
@@ -157,8 +158,8 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     def __init__(self, n_clusters: int = 10, pretext: Any = "simclr", n_neighbors: int = 20,
                  n_heads: int = 10, entropy_weight: float = 5.0, confidence_threshold: float = 0.99,
-                 max_epochs: int = 30, self_label_epochs: int = 10, update_backbone: bool = True,
-                 batch_size: int = 256, lr: float = 1e-4, head_lr: float = 1e-3,
+                 max_epochs: int = 20, self_label_epochs: int = 10, update_backbone: bool = True,
+                 batch_size: int = 256, lr: float = 1e-4, head_lr: float = 1e-2,
                  weight_decay: float = 1e-4, augment: Callable | None = None, device: str = "cpu",
                  random_state: Any = None, verbose: int = 0, callbacks: list | None = None) -> None:
         self.n_clusters = n_clusters
@@ -290,7 +291,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         objective = SelfLabelObjective(weak, strong, self.confidence_threshold)
         self.net_.release_data()
         self.net_ = self._make_net(self.module_, objective, data, self.self_label_epochs,
-                                   log_terms=("confident",), group_lrs={"heads.*": self.head_lr})
+                                   log_terms=("confident",))
         self.net_.fit_on_data()
         self.module_ = self.net_.module_
         self.history_["self_labelling"] = self.net_.history
