@@ -58,6 +58,24 @@ def check_number(value: Any, name: str, low: float = 0.0, high: float = float("i
     return float(value)
 
 
+def check_float_matrix(t: Any, name: str, shape: str, per_row: str, min_rows: int = 1,
+                       hint: str = "") -> None:
+    """ValueError unless ``t`` is a 2-D floating tensor with ``>= min_rows`` rows and a column.
+
+    ``shape`` (e.g. ``"(N, K)"``) and ``per_row`` (what a row holds) go into the messages.
+    """
+    if not isinstance(t, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape {shape}; got {type(t).__name__}.")
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D tensor of shape {shape} ({per_row}); "
+                         f"got shape {tuple(t.shape)}.{hint}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must have a floating dtype; got {t.dtype}.")
+    if t.shape[0] < min_rows or t.shape[1] < 1:
+        raise ValueError(f"{name} must have at least {min_rows} row(s) and one column; "
+                         f"got shape {tuple(t.shape)}.")
+
+
 class DeepEstimatorMixin:
     """Helpers shared by every estimator of the package.
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .base import check_float_matrix
+
 # SimCLR
 
 
@@ -142,17 +144,7 @@ def self_label_loss(strong_logits: Tensor, weak_probs: Tensor, threshold: float 
 
 
 def _lsdc_check_probs(probs: Tensor, name: str) -> None:
-    if not isinstance(probs, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (N, K); got {type(probs).__name__}.")
-    if probs.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D tensor of shape (N, K) (one probability vector over K clusters "
-            f"per row); got shape {tuple(probs.shape)}."
-        )
-    if not probs.is_floating_point():
-        raise ValueError(f"{name} must have a floating dtype; got {probs.dtype}.")
-    if probs.shape[0] < 1 or probs.shape[1] < 1:
-        raise ValueError(f"{name} must be non-empty; got shape {tuple(probs.shape)}.")
+    check_float_matrix(probs, name, "(N, K)", "one probability vector over K clusters per row")
 
 
 def lsdc_pairwise_bce(

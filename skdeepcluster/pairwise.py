@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .base import check_float_matrix
+
 __all__ = [
     "cosine_adjacency",
     "l2_adjacency",
@@ -50,22 +52,9 @@ __all__ = [
 
 def _check_features(f: Tensor, name: str = "f", min_samples: int = 1) -> Tensor:
     """Validate a (B, d) floating feature batch; return it detached, >= float32."""
-    if not isinstance(f, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (B, d); got {type(f).__name__}.")
-    if f.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D tensor of shape (B, d) (one feature vector per row); "
-            f"got shape {tuple(f.shape)}. Flatten image features first."
-        )
-    if not f.is_floating_point():
-        raise ValueError(f"{name} must have a floating dtype; got {f.dtype}.")
-    if f.shape[0] < min_samples:
-        raise ValueError(f"{name} must hold at least {min_samples} sample(s); got B={f.shape[0]}.")
-    if f.shape[1] < 1:
-        raise ValueError(f"{name} must have at least one feature dimension; got d=0.")
-    f = f.detach()
-    compute_dtype = torch.promote_types(f.dtype, torch.float32)
-    return f.to(compute_dtype)
+    check_float_matrix(f, name, "(B, d)", "one feature vector per row", min_samples,
+                       hint=" Flatten image features first.")
+    return f.detach().to(torch.promote_types(f.dtype, torch.float32))
 
 
 def _check_real(value: object, name: str) -> float:
