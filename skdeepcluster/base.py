@@ -58,6 +58,21 @@ def check_number(value: Any, name: str, low: float = 0.0, high: float = float("i
     return float(value)
 
 
+def resolve_max_epochs(max_epochs: Any, n_samples: int, batch_size: int, min_epochs: int,
+                       min_steps: int) -> int:
+    """``max_epochs`` as an int; ``"auto"`` gives ``max(min_epochs, ceil(min_steps / batches))``.
+
+    "auto" lets one default serve small and mid-sized data: a few thousand samples make few
+    batches per epoch, so they need more epochs for the same number of optimisation steps.
+    """
+    if isinstance(max_epochs, str) and max_epochs == "auto":
+        batches = -(-n_samples // min(batch_size, n_samples))
+        return max(min_epochs, -(-min_steps // batches))
+    if isinstance(max_epochs, str):
+        raise ValueError(f"max_epochs must be 'auto' or an integer >= 0, got {max_epochs!r}")
+    return check_positive_int(max_epochs, "max_epochs", 0)
+
+
 def check_float_matrix(t: Any, name: str, shape: str, per_row: str, min_rows: int = 1,
                        hint: str = "") -> None:
     """ValueError unless ``t`` is a 2-D floating tensor with ``>= min_rows`` rows and a column.

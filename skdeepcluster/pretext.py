@@ -14,8 +14,14 @@ from torch import Tensor, nn
 from ._training import DeviceData
 from .augment import default_augmentations
 from .backbones import Backbone, ClusterModel, ProjectionModel, build_backbone
-from .base import DeepEstimatorMixin, check_number, check_positive_int, to_numpy
+from .base import (DeepEstimatorMixin, check_number, check_positive_int, resolve_max_epochs,
+                   to_numpy)
 from .losses import nt_xent
+
+
+#: SimCLR's ``max_epochs="auto"``: at least this many epochs and this many optimisation steps.
+AUTO_MIN_EPOCHS = 60
+AUTO_MIN_STEPS = 1500
 
 
 class SimCLRObjective:
@@ -67,8 +73,12 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         Output size of the projection head.
     temperature : float, default=0.5
         NT-Xent temperature.
-    max_epochs : int, default=30
-        Training epochs.
+    max_epochs : int or "auto", default="auto"
+        Training epochs. "auto": at least 60 epochs and at least 1,500 optimisation steps (so
+        ``ceil(1500 / n_batches)`` epochs on small data: 188 on the 1,797 digits). Measured on
+        MNIST-test (10,000 images, small CNN): the purity of the 20 mined neighbours rose from
+        0.911 (10 epochs) to 0.943 (30) and 0.956 (60); on the digits images it was 0.944 after
+        30 epochs and 0.969 after 200.
     batch_size : int, default=256
     lr : float, default=3e-3
         AdamW learning rate (3e-3 gave purer neighbours than 1e-3 on MNIST-test in 20 epochs).
@@ -97,6 +107,8 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         The skorch net that trained it.
     history_ : skorch.History
         Per-epoch ``train_loss`` and timings.
+    n_epochs_ : int
+        The number of epochs trained (``max_epochs`` resolved).
     device_ : torch.device
     input_shape_ : tuple
         Shape of one sample, ``(d,)`` or ``(c, h, w)``.
@@ -104,7 +116,7 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, backbone: nn.Module | None = None, projection_dim: int = 128,
-                 temperature: float = 0.5, max_epochs: int = 30, batch_size: int = 256,
+                 temperature: float = 0.5, max_epochs: int | str = "auto", batch_size: int = 256,
                  lr: float = 3e-3, weight_decay: float = 1e-4, augment: Callable | None = None,
                  device: str = "cpu", random_state: Any = None, verbose: int = 0,
                  callbacks: list | None = None) -> None:
@@ -131,15 +143,16 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         self._check_common_params()
         check_positive_int(self.projection_dim, "projection_dim")
         check_number(self.temperature, "temperature", 0.0, low_open=True)
-        max_epochs = check_positive_int(self.max_epochs, "max_epochs", 0)
         X = self._validate_input(X, reset=True)
+        self.n_epochs_ = resolve_max_epochs(self.max_epochs, len(X), self.batch_size,
+                                            AUTO_MIN_EPOCHS, AUTO_MIN_STEPS)
         self.device_ = self._device()
         with self._seeded(self.device_):
             data = DeviceData(X, self.device_)
             augment = self.augment or default_augmentations(data.subset())[0]
             self.module_ = ProjectionModel(self._build_backbone(data), self.projection_dim)
             self.net_ = self._make_net(self.module_, SimCLRObjective(augment, self.temperature),
-                                       data, max_epochs)
+                                       data, self.n_epochs_)
             self.net_.fit_on_data()
         self.net_.release_data()
         self.module_ = self.net_.module_

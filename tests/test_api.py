@@ -14,6 +14,8 @@ from skorch.history import History
 from torch import nn
 
 from skdeepcluster import SCAN, NeighborMiner, SimCLR
+from skdeepcluster import pretext
+from skdeepcluster.base import resolve_max_epochs
 from skdeepcluster.datasets import load_digits_images, load_mnist_test
 from skdeepcluster.metrics import acc_scorer
 
@@ -203,7 +205,26 @@ def test_bad_scan_parameters_are_refused(blobs, params, match):
         tiny_scan(**params).fit(blobs[0])
 
 
+@pytest.mark.parametrize("n_samples, batch_size, expected", [
+    (1797, 256, 188),    # digits: 8 batches per epoch -> ceil(1500 / 8) epochs
+    (10_000, 256, 60),   # MNIST-test: 40 batches per epoch -> the 60-epoch floor
+    (100, 256, 1500),    # one batch per epoch
+])
+def test_auto_epochs_give_enough_steps(n_samples, batch_size, expected):
+    assert resolve_max_epochs("auto", n_samples, batch_size, 60, 1500) == expected
+    assert resolve_max_epochs(7, n_samples, batch_size, 60, 1500) == 7
+
+
+def test_simclr_auto_epochs_are_trained(blobs, monkeypatch):
+    monkeypatch.setattr(pretext, "AUTO_MIN_EPOCHS", 2)
+    monkeypatch.setattr(pretext, "AUTO_MIN_STEPS", 12)
+    model = tiny_simclr(max_epochs="auto", batch_size=40).fit(blobs[0])  # 3 batches per epoch
+    assert model.n_epochs_ == 4 == len(model.history_)
+
+
 def test_bad_simclr_parameters_are_refused(blobs):
+    with pytest.raises(ValueError, match="max_epochs must be 'auto' or an integer"):
+        tiny_simclr(max_epochs="many").fit(blobs[0])
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         tiny_simclr(device="tpu").fit(blobs[0])
     with pytest.raises(ValueError, match="temperature must be"):
