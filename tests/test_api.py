@@ -199,6 +199,7 @@ def test_bad_X_is_refused(blobs, make_estimator, make_X, match):
     (dict(device="tpu"), "unknown device 'tpu'"),
     (dict(pretext="rotnet"), "pretext must be"),
     (dict(confidence_threshold=1.5), "confidence_threshold must be a number in"),
+    (dict(self_label_lr=0.0), "self_label_lr must be a number in"),
 ])
 def test_bad_scan_parameters_are_refused(blobs, params, match):
     with pytest.raises(ValueError, match=match):

@@ -97,6 +97,14 @@ def test_scan_fitted_attributes_and_predictions(request, blobs, fixture):
     np.testing.assert_array_equal(labels, proba.argmax(1))
 
 
+def test_steps_train_at_their_own_learning_rates(blobs):
+    scan = raw_scan(lr=2e-3, head_lr=3e-2, self_label_lr=4e-4, self_label_epochs=1).fit(blobs[0])
+    # the net kept is the self-labelling one: one group, the whole model at self_label_lr
+    assert [g["lr"] for g in scan.net_.optimizer_.param_groups] == [4e-4]
+    clustering = raw_scan(lr=2e-3, head_lr=3e-2, self_label_epochs=0).fit(blobs[0]).net_
+    assert sorted(g["lr"] for g in clustering.optimizer_.param_groups) == [2e-3, 3e-2]
+
+
 def test_scan_on_features_pretext_none(fitted_features):
     assert fitted_features.pretext_ is None
 

@@ -114,12 +114,15 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     batch_size : int, default=128
         Anchors per batch of the clustering and self-labelling steps.
     lr : float, default=1e-3
-        AdamW learning rate of the backbone when it is fine-tuned, and of the whole model during
-        self-labelling. Measured on MNIST-test (best head): 1e-3 with batches of 128 reached ACC
+        AdamW learning rate of the backbone when it is fine-tuned during clustering. Measured on MNIST-test (best head): 1e-3 with batches of 128 reached ACC
         0.97 after 30 clustering epochs from a 60-epoch SimCLR backbone, where the paper's 1e-4
         with batches of 256 was at 0.74 after 25 epochs and 0.84 after 35 from a 30-epoch one.
     head_lr : float, default=1e-2
         AdamW learning rate of the clustering heads during clustering (they start from scratch).
+    self_label_lr : float, default=1e-4
+        AdamW learning rate of the whole model during self-labelling (the paper's). Measured on
+        the digits images from the same clustered model (ACC 0.979): self-labelling at 1e-4 gave
+        0.984, at 1e-3 it let the pseudo-labels drift to 0.952.
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         Weak view maker for raw data; None for the data kind's default
@@ -162,6 +165,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
                  n_heads: int = 10, entropy_weight: float = 5.0, confidence_threshold: float = 0.99,
                  max_epochs: int = 30, self_label_epochs: int = 10, update_backbone: bool = True,
                  batch_size: int = 128, lr: float = 1e-3, head_lr: float = 1e-2,
+                 self_label_lr: float = 1e-4,
                  weight_decay: float = 1e-4, augment: Callable | None = None, device: str = "cpu",
                  random_state: Any = None, verbose: int = 0, callbacks: list | None = None) -> None:
         self.n_clusters = n_clusters
@@ -176,6 +180,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.head_lr = head_lr
+        self.self_label_lr = self_label_lr
         self.weight_decay = weight_decay
         self.augment = augment
         self.device = device
@@ -197,6 +202,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         check_positive_int(self.max_epochs, "max_epochs")
         check_positive_int(self.self_label_epochs, "self_label_epochs", 0)
         check_number(self.head_lr, "head_lr", 0.0, low_open=True)
+        check_number(self.self_label_lr, "self_label_lr", 0.0, low_open=True)
         if not (self.pretext is None or self.pretext == "simclr" or hasattr(self.pretext, "fit")):
             raise ValueError("pretext must be 'simclr', a pretext transformer (e.g. SimCLR(...)) or "
                              f"None; got {self.pretext!r}")
@@ -292,7 +298,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         objective = SelfLabelObjective(weak, strong, self.confidence_threshold)
         self.net_.release_data()
         self.net_ = self._make_net(self.module_, objective, data, self.self_label_epochs,
-                                   log_terms=("confident",))
+                                   lr=self.self_label_lr, log_terms=("confident",))
         self.net_.fit_on_data()
         self.module_ = self.net_.module_
         self.history_["self_labelling"] = self.net_.history
