@@ -59,7 +59,7 @@ def check_number(value: Any, name: str, low: float = 0.0, high: float = float("i
 
 
 def resolve_max_epochs(max_epochs: Any, n_samples: int, batch_size: int, min_epochs: int,
-                       min_steps: int) -> int:
+                       min_steps: int, minimum: int = 0) -> int:
     """``max_epochs`` as an int; ``"auto"`` gives ``max(min_epochs, ceil(min_steps / batches))``.
 
     "auto" lets one default serve small and mid-sized data: a few thousand samples make few
@@ -69,8 +69,8 @@ def resolve_max_epochs(max_epochs: Any, n_samples: int, batch_size: int, min_epo
         batches = -(-n_samples // min(batch_size, n_samples))
         return max(min_epochs, -(-min_steps // batches))
     if isinstance(max_epochs, str):
-        raise ValueError(f"max_epochs must be 'auto' or an integer >= 0, got {max_epochs!r}")
-    return check_positive_int(max_epochs, "max_epochs", 0)
+        raise ValueError(f"max_epochs must be 'auto' or an integer >= {minimum}, got {max_epochs!r}")
+    return check_positive_int(max_epochs, "max_epochs", minimum)
 
 
 def check_float_matrix(t: Any, name: str, shape: str, per_row: str, min_rows: int = 1,

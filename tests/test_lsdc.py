@@ -40,8 +40,8 @@ def images():
 
 
 def tiny_lsdc(**kwargs):
-    params = dict(n_clusters=N_CLUSTERS, max_epochs=2, batch_size=32, rampup_epochs=1,
-                  random_state=0)
+    params = dict(n_clusters=N_CLUSTERS, pretext=None, max_epochs=2, batch_size=32,
+                  rampup_epochs=1, random_state=0)
     return LSDC(**{**params, **kwargs})
 
 
@@ -128,7 +128,8 @@ def test_rotnet_refuses_vectors_and_non_square_images(blobs):
 # (at most 0.67) fails the bar.
 def test_lsdc_clusters_easy_blobs(blobs):
     X, y = blobs
-    model = LSDC(n_clusters=N_CLUSTERS, max_epochs=15, batch_size=64, random_state=0).fit(X)
+    model = LSDC(n_clusters=N_CLUSTERS, pretext=None, threshold=0.9, max_epochs=15,
+                 batch_size=64, random_state=0).fit(X)
     assert cluster_accuracy(y, model.labels_) >= 0.9
     assert model.labels_.shape == (len(X),)
     proba = model.predict_proba(X)
@@ -164,7 +165,7 @@ def _spy(monkeypatch, name):
 def test_images_use_ricap(monkeypatch, images):
     X, _ = images
     calls = _spy(monkeypatch, "ricap")
-    model = LSDC(n_clusters=4, max_epochs=1, batch_size=16, random_state=0).fit(X)
+    model = LSDC(n_clusters=4, pretext=None, max_epochs=1, batch_size=16, random_state=0).fit(X)
     assert model.composition_ == "ricap" and calls
     assert model.labels_.shape == (len(X),)
 
@@ -192,7 +193,7 @@ def test_composite_target_is_weighted_adjacency_of_sources(monkeypatch, images, 
     monkeypatch.setattr(lsdc_module, "pairwise_adjacency", asymmetric_adjacency)
     compositions = _spy(monkeypatch, composition)
     losses = _spy(monkeypatch, "lsdc_pairwise_bce")
-    LSDC(n_clusters=4, composition=composition, max_epochs=1, batch_size=16,
+    LSDC(n_clusters=4, pretext=None, composition=composition, max_epochs=1, batch_size=16,
          random_state=0).fit(X)
     assert len(losses) == len(adjacencies) == len(compositions) > 0
     for a, (_, _, (_, sources, weights)), ((p, q, target), _, _) in zip(adjacencies, compositions,
@@ -253,11 +254,12 @@ def test_freeze_backbone_trains_only_last_block_and_head(images):
 
 @pytest.mark.parametrize(("name", "cls"), [("simclr", SimCLR), ("rotnet", RotNet)])
 def test_named_pretexts(monkeypatch, images, name, cls):
-    """The named pretexts are built with LSDC's batch size and seed (their epochs cut here)."""
+    """The named pretexts are built with their own batch size and LSDC's seed (their epochs cut
+    here)."""
     X, _ = images
     monkeypatch.setattr(lsdc_module, cls.__name__, lambda **kw: cls(max_epochs=1, **kw))
     model = LSDC(n_clusters=4, pretext=name, max_epochs=1, batch_size=16, random_state=0).fit(X)
-    assert isinstance(model.pretext_, cls) and model.pretext_.batch_size == 16
+    assert isinstance(model.pretext_, cls) and model.pretext_.batch_size == cls().batch_size
     assert model.labels_.shape == (len(X),)
 
 
@@ -267,6 +269,14 @@ def test_rotnet_pretext_refuses_vectors(blobs):
 
 
 # ------------------------------------------------------------------ API
+def test_auto_epochs_give_the_minimum_steps(monkeypatch, blobs):
+    monkeypatch.setattr(lsdc_module, "AUTO_MIN_EPOCHS", 2)
+    monkeypatch.setattr(lsdc_module, "AUTO_MIN_STEPS", 30)
+    model = tiny_lsdc(max_epochs="auto", batch_size=100).fit(blobs[0])  # 3 batches per epoch
+    assert model.n_epochs_ == 10 == len(model.history_)
+
+
+
 def test_pickle_and_reproducible(blobs):
     X, _ = blobs
     model = tiny_lsdc().fit(X)
@@ -292,6 +302,8 @@ def test_pickle_and_reproducible(blobs):
     ({"pretext": "moco"}, "vectors", "pretext"),
     ({"freeze_backbone": True}, "vectors", "freeze_backbone"),
     ({"consistency_weight": -1.0}, "vectors", "consistency_weight"),
+    ({"max_epochs": 0}, "vectors", r"max_epochs must be an integer >= 1"),
+    ({"max_epochs": "long"}, "vectors", r"max_epochs must be 'auto' or an integer >= 1"),
     ({}, "nan", "NaN"),
     ({}, "1d", "2-D"),
     ({}, "5d", "4-D"),

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .._training import DeviceData
 from ..augment import default_augmentations
 from ..backbones import ClusterModel, Frozen, build_backbone, split_last_block
-from ..base import DeepClusterMixin, check_number, check_positive_int
+from ..base import DeepClusterMixin, check_number, check_positive_int, resolve_max_epochs
 from ..composition import composite_targets, mixup, ricap
 from ..losses import consistency_mse, lsdc_pairwise_bce, rampup_weight
 from ..pairwise import pairwise_adjacency
@@ -27,8 +27,11 @@ PRETEXTS = ("simclr", "rotnet")
 
 #: threshold used when ``threshold=None``. SNE probabilities scale as 1 / B**2 (B the batch size),
 #: so its default is a multiple of that: ``DEFAULT_SNE_FACTOR / batch_size**2``.
-DEFAULT_THRESHOLDS = {"cosine": 0.9, "l2": 40.0}
+DEFAULT_THRESHOLDS = {"cosine": 0.8, "l2": 40.0}
 DEFAULT_SNE_FACTOR = 0.1
+#: ``max_epochs="auto"``: at least this many epochs and this many optimisation steps.
+AUTO_MIN_EPOCHS = 30
+AUTO_MIN_STEPS = 5000
 
 
 class LSDCObjective:
@@ -119,9 +122,10 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     The clusters are the argmax of the linear head, hence linearly separable in feature space.
     The paper initialises the network by self-supervision (RotNet) and then trains only the last
-    block of the backbone and the head: ``pretext="rotnet"`` and ``freeze_backbone=True``. With
-    ``pretext=None`` the network is trained from scratch (the default, which works on vectors such
-    as tabular data or embeddings from another model).
+    block of the backbone and the head: ``pretext="rotnet"`` and ``freeze_backbone=True``. The
+    default initialises it with SimCLR and fine-tunes all of it (measured on the digits images:
+    ACC 0.95, where training from scratch gave 0.33 and RotNet is for images only). With
+    ``pretext=None`` the network is trained from scratch.
 
     Parameters
     ----------
@@ -130,8 +134,9 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Criterion making the pairwise labels.
     threshold : float or None, default=None
         :math:`\tau` of the criterion (not used by "knn"): cosine in ``[-1, 1]``, squared distance
-        ``>= 0``, SNE probability in ``[0, 1]``. None for a default chosen on digits: 0.9
-        (cosine: the best of 0.5, 0.7, 0.8, 0.9, 0.95 from scratch), 40.0 (l2, on the raw,
+        ``>= 0``, SNE probability in ``[0, 1]``. None for a default chosen on digits: 0.8
+        (cosine, from the SimCLR initialisation: 6-7 % of the pairs similar; 0.9 gave 4 % and ACC
+        0.77 against 0.94 at 100 epochs of batches of 64), 40.0 (l2, on the raw,
         unnormalised backbone features, whose scale depends on the backbone: about 5 % of the
         pairs of digits at initialisation), ``0.1 / batch_size**2`` (sne: SNE probabilities average
         :math:`1/B^2`, so a useful threshold depends on the batch size; the best of 0.1, 0.3, 1
@@ -149,10 +154,10 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         batch and the clusters).
     rampup_epochs : int, default=10
         Length of its ramp-up in epochs (counted in optimisation steps); 0 for none.
-    pretext : {"simclr", "rotnet"}, transformer or None, default=None
+    pretext : {"simclr", "rotnet"}, transformer or None, default="simclr"
         Self-supervised initialisation of the backbone: "simclr" or "rotnet" for
-        :class:`~skdeepcluster.SimCLR` / :class:`~skdeepcluster.RotNet` (images only) with this
-        estimator's ``device``, ``batch_size``, ``random_state`` and ``verbose``; an (unfitted)
+        :class:`~skdeepcluster.SimCLR` / :class:`~skdeepcluster.RotNet` (images only) with their
+        own defaults and this estimator's ``device``, ``random_state`` and ``verbose``; an (unfitted)
         pretext transformer exposing ``backbone_`` after fit (cloned, never modified); None to
         train from scratch.
     freeze_backbone : bool, default=False
@@ -161,11 +166,14 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         the last Linear-BatchNorm-ReLU of the MLP (vectors), the last conv-BatchNorm-ReLU of the
         small CNN (images under 32 px), the last macro-block (two 512-channel residual blocks) of
         the ResNet-18 (see :func:`skdeepcluster.backbones.split_last_block`).
-    max_epochs : int, default=30
-        Training epochs. Measured on digits from scratch, longer training helped the cosine
-        criterion (ACC 0.56 at 30 epochs, 0.69 at 100) and hurt SNE (0.49, 0.44): the labelling
-        features drift as the network trains.
-    batch_size : int, default=256
+    max_epochs : int or "auto", default="auto"
+        Training epochs. "auto": at least 30 epochs and at least 5,000 optimisation steps (173
+        epochs on the 1,797 digits, 32 on MNIST-test). The pairwise loss needs many steps:
+        measured on the digits images from the SimCLR initialisation (cosine 0.8, batches of 64),
+        ACC 0.62 after 30 epochs (840 steps), 0.94 after 100 and 0.95 after 200.
+    batch_size : int, default=64
+        Small batches give more steps for the same computation (0.95 with batches of 64 against
+        0.93 with 128 after 200 epochs on the digits images).
     lr : float, default=1e-3
         AdamW learning rate.
     weight_decay : float, default=1e-4
@@ -196,6 +204,8 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     history_ : skorch.History
         Per epoch: ``train_loss``, ``bce`` (eq. 5), ``consistency`` (eq. 8, unweighted) and
         ``similar`` (fraction of similar pairs in the batches).
+    n_epochs_ : int
+        The number of epochs trained (``max_epochs`` resolved).
     net_ : skorch.NeuralNet
     device_ : torch.device
     input_shape_ : tuple
@@ -212,8 +222,8 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     def __init__(self, n_clusters: int = 10, similarity: str = "cosine",
                  threshold: float | None = None, temperature: float = 1.0, n_neighbors: int = 20,
                  composition: str | None = "auto", consistency_weight: float = 10.0,
-                 rampup_epochs: int = 10, pretext: Any = None, freeze_backbone: bool = False,
-                 max_epochs: int = 30, batch_size: int = 256, lr: float = 1e-3,
+                 rampup_epochs: int = 10, pretext: Any = "simclr", freeze_backbone: bool = False,
+                 max_epochs: int | str = "auto", batch_size: int = 64, lr: float = 1e-3,
                  weight_decay: float = 1e-4, augment: Callable | None = None, device: str = "cpu",
                  random_state: Any = None, verbose: int = 0, callbacks: list | None = None) -> None:
         self.n_clusters = n_clusters
@@ -276,7 +286,8 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
                              else self.composition)
         check_number(self.consistency_weight, "consistency_weight")
         check_positive_int(self.rampup_epochs, "rampup_epochs", 0)
-        check_positive_int(self.max_epochs, "max_epochs")
+        self.n_epochs_ = resolve_max_epochs(self.max_epochs, X.shape[0], self.batch_size,
+                                            AUTO_MIN_EPOCHS, AUTO_MIN_STEPS, minimum=1)
         if not isinstance(self.freeze_backbone, (bool, np.bool_)):
             raise ValueError(f"freeze_backbone must be True or False, got {self.freeze_backbone!r}")
         if not (self.pretext is None or (isinstance(self.pretext, str) and self.pretext in PRETEXTS)
@@ -305,7 +316,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             objective = LSDCObjective(augment, self.similarity, similarity_params, composition,
                                       float(self.consistency_weight),
                                       self.rampup_epochs * n_batches)
-            self.net_ = self._make_net(model, objective, data, self.max_epochs,
+            self.net_ = self._make_net(model, objective, data, self.n_epochs_,
                                        log_terms=("bce", "consistency", "similar"))
             self.net_.fit_on_data()
         self.net_.release_data()
@@ -321,8 +332,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         if self.pretext is None:
             return build_backbone(data.subset(), None)
         if isinstance(self.pretext, str):
-            common = dict(batch_size=self.batch_size, device=self.device, random_state=seed,
-                          verbose=self.verbose)
+            common = dict(device=self.device, random_state=seed, verbose=self.verbose)
             pretext = SimCLR(**common) if self.pretext == "simclr" else RotNet(**common)
         else:
             pretext = clone(self.pretext)
