@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 
 def tiny(**kwargs):
     params = dict(n_clusters=3, n_heads=2, max_epochs=3, n_label_updates=2, batch_size=16,
-                  random_state=0)
+                  pretext=None, random_state=0)
     params.update(kwargs)
     return SeLa(**params)
 
@@ -87,7 +87,7 @@ def test_fit_records_the_schedule(blobs):
 def test_blobs_accuracy(blobs):
     X, y = blobs
     model = SeLa(n_clusters=4, n_heads=2, max_epochs=15, n_label_updates=6, batch_size=64,
-                 random_state=0).fit(X)
+                 pretext=None, random_state=0).fit(X)
     # measured: 0.997-1.0 over random_state 0-4 (labels_ and pseudo_labels_)
     assert cluster_accuracy(y, model.labels_) >= 0.95
     assert model.labels_.shape == (len(X),)

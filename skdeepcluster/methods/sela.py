@@ -212,12 +212,12 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     batches of the last epoch: the head whose predictions agree best with the balanced partition it
     induces. The others stay in ``module_``.
 
-    **Input.** On raw data a backbone is built for X's shape (an MLP for vectors, a small CNN or a
-    ResNet-18 for images, :func:`skdeepcluster.backbones.build_backbone`) and trained from scratch
-    as in the paper, on views from :func:`skdeepcluster.augment.default_augmentations` (noise and
-    masking for vectors, crops, flips and colour jitter for images). ``pretext`` (e.g.
-    ``SimCLR(...)``) first learns a backbone by self-supervision; SeLa then starts from that
-    backbone and fine-tunes it. Vectors ``(n, d)`` that are already features (embeddings, the output
+    **Input.** By default (``pretext="simclr"``) a backbone for X's shape is first learnt by
+    SimCLR self-supervision, and SeLa fine-tunes it. With ``pretext=None`` a backbone is built for
+    X's shape (an MLP for vectors, a small CNN or a ResNet-18 for images,
+    :func:`skdeepcluster.backbones.build_backbone`) and trained from scratch as in the paper. Both
+    train on views from :func:`skdeepcluster.augment.default_augmentations` (noise and masking for
+    vectors, crops, flips and colour jitter for images). Vectors ``(n, d)`` that are already features (embeddings, the output
     of a ``SimCLR`` step in a ``Pipeline``) need no special mode: with ``pretext=None`` SeLa trains
     an MLP on them with the vector views, which is what self-labelling needs (a representation that
     moves with the labels; linear heads on frozen features would only re-partition them).
@@ -243,11 +243,12 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Use it when the cluster sizes are known or estimated not to be equal (imbalanced data);
         heads with another number of clusters always use a uniform marginal. Cluster ``j`` of the
         kept head gets about ``cluster_marginal[j] * n_samples`` samples in ``pseudo_labels_``.
-    pretext : "simclr", transformer or None, default=None
-        None trains from scratch on X (the paper). "simclr" for :class:`~skdeepcluster.SimCLR` with
-        this estimator's ``device``, ``batch_size``, ``random_state`` and ``verbose``; or an
-        (unfitted) pretext transformer exposing ``backbone_`` after fit (cloned, never modified):
-        SeLa starts from its backbone.
+    pretext : "simclr", transformer or None, default="simclr"
+        "simclr" for :class:`~skdeepcluster.SimCLR` with its own defaults and this estimator's
+        ``device``, ``random_state`` and ``verbose``; or an (unfitted) pretext transformer exposing
+        ``backbone_`` after fit (cloned, never modified): SeLa starts from its backbone. None
+        trains from scratch on X (the paper). Measured on the digits images (1,797 8x8): ACC 0.97
+        from the SimCLR initialisation, 0.86 from scratch.
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch of raw inputs to ``(batch, features)`` when training from scratch
         (copied, never modified); None picks one from X's shape. Ignored with a ``pretext``.
@@ -314,7 +315,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     def __init__(self, n_clusters: int | Sequence[int] = 10, n_heads: int | None = None,
                  sinkhorn_lambda: float = 25.0, n_label_updates: int = 60,
-                 cluster_marginal: Any = None, pretext: Any = None,
+                 cluster_marginal: Any = None, pretext: Any = "simclr",
                  backbone: nn.Module | None = None, max_epochs: int = 60, batch_size: int = 256,
                  lr: float = 2e-3, weight_decay: float = 5e-2, augment: Callable | None = None,
                  device: str = "cpu", random_state: Any = None, verbose: int = 0,
@@ -431,8 +432,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
             body = None if self.backbone is None else copy.deepcopy(self.backbone)
             backbone = build_backbone(data.subset(), body)
         else:
-            pretext = (SimCLR(batch_size=self.batch_size, device=self.device, random_state=seed,
-                              verbose=self.verbose)
+            pretext = (SimCLR(device=self.device, random_state=seed, verbose=self.verbose)
                        if isinstance(self.pretext, str) else clone(self.pretext))
             self.pretext_ = pretext.fit(X)
             backbone = copy.deepcopy(self.pretext_.backbone_).to(self.device_)
