@@ -12,6 +12,7 @@ from sklearn.datasets import make_blobs  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from skdeepcluster import SeLa, SimCLR  # noqa: E402
+from skdeepcluster.methods import sela as sela_module  # noqa: E402
 from skdeepcluster.methods.sela import label_update_epochs  # noqa: E402
 from skdeepcluster.metrics import cluster_accuracy  # noqa: E402
 
@@ -168,6 +169,15 @@ def test_pretext_backbone_is_used_and_not_modified():
     assert model.predict(X).shape == (120,)
 
 
+@pytest.mark.parametrize(("shape", "uses_simclr"), [((40, 6), False), ((40, 8, 8), True)])
+def test_auto_pretext_is_simclr_for_images_only(monkeypatch, shape, uses_simclr):
+    monkeypatch.setattr(sela_module, "SimCLR", lambda **kw: SimCLR(max_epochs=1, **kw))
+    X = np.random.default_rng(0).random(shape, dtype=np.float32)
+    model = tiny(pretext="auto", batch_size=16).fit(X)
+    assert isinstance(model.pretext_, SimCLR) == uses_simclr
+    assert (model.pretext_ is None) != uses_simclr
+
+
 @pytest.mark.parametrize("shape", [(40, 1, 12, 12), (40, 12, 12)])
 def test_images_from_scratch(shape):
     rng = np.random.default_rng(0)
@@ -196,7 +206,7 @@ def test_images_from_scratch(shape):
     (dict(n_clusters=3, cluster_marginal=[0.5, np.nan, 0.2]), "finite and > 0"),
     (dict(n_clusters=3, cluster_marginal="abc"), "cluster_marginal must be None or an array"),
     (dict(device="tpu"), "unknown device 'tpu'"),
-    (dict(pretext="rotnet"), "pretext must be None, 'simclr' or a pretext transformer"),
+    (dict(pretext="rotnet"), "pretext must be None, 'auto', 'simclr' or a pretext transformer"),
     (dict(batch_size=1), "batch_size must be an integer >= 2"),
 ])
 def test_bad_parameters(blobs, params, message):
