@@ -355,4 +355,6 @@ def composite_targets(adjacency: Tensor, sources: Tensor, weights: Tensor) -> Te
     idx = sources.to(device=a.device, dtype=torch.int64)
     w = weights.to(device=a.device, dtype=dtype)
     # a[:, idx][i, j, s] = A[i, sources[j, s]]
-    return (a[:, idx] * w[None]).sum(dim=-1)
+    # Clamped: weights that sum to one only up to rounding (RICAP's patch areas in float32) would
+    # otherwise give 1 + 1e-7 where every source is similar, and no valid target is outside [0, 1].
+    return (a[:, idx] * w[None]).sum(dim=-1).clamp_(0.0, 1.0)

@@ -119,6 +119,18 @@ def test_single_source_composite_gets_adjacency_column(data):
     assert torch.equal(t, a[:, ks])
 
 
+def test_rounded_weights_keep_targets_in_the_unit_interval():
+    """RICAP's float32 patch areas sum to one only up to rounding; with every source similar the
+    target must still be a valid BCE label (an MNIST run stopped on 1 + 1e-7 before the clamp)."""
+    weights = torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float32)
+    weights = weights * (1 + 3e-7)  # rows summing to 1 + ~3e-7 in float32
+    assert float(weights.sum()) > 1.0
+    t = composite_targets(torch.ones(2, 4), torch.tensor([[0, 1, 2, 3]]), weights)
+    assert float(t.max()) == 1.0
+    p = torch.softmax(torch.randn(2, 3), dim=1)
+    assert torch.isfinite(lsdc_pairwise_bce(p, p[:1], t))
+
+
 def test_composite_targets_feed_the_bce():
     a = torch.eye(4)
     x = torch.randn(4, 3)
