@@ -1,7 +1,10 @@
 """Quick start: cluster real data with SCAN and print ACC / NMI / ARI beside k-means.
 
-    python3 examples/quickstart.py                 # digits (1797 8x8 digits as vectors), ~1-2 min on 2 cores
+    python3 examples/quickstart.py                       # digits as 1797 8x8 images: SCAN ACC 0.98, ~30 s
+    python3 examples/quickstart.py --data mnist-images   # MNIST-test: SCAN ACC 0.96, ~7.5 min on 2 cores
     python3 examples/quickstart.py --data mnist-images --device cuda
+
+(Accuracies and times measured with seed 0 on the 2-core development machine, docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from skdeepcluster.metrics import clustering_report, format_reports
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="digits",
+    parser.add_argument("--data", default="digits-images",
                         choices=["digits", "digits-images", "mnist-vectors", "mnist-images"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
