@@ -103,7 +103,7 @@ def _squared_distance_matrix(f: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
-def cosine_adjacency(f: Tensor, threshold: float) -> Tensor:
+def cosine_adjacency(f: Tensor, threshold: float, *, center: bool = False) -> Tensor:
     r"""Pairwise labels by thresholding the cosine similarity (LSD-C, Sec. 3.2).
 
     Implements, for a batch of features :math:`f_1, \dots, f_B`,
@@ -125,6 +125,13 @@ def cosine_adjacency(f: Tensor, threshold: float) -> Tensor:
     threshold : float
         :math:`\tau \in [-1, 1]`. The comparison is strict, so larger
         :math:`\tau` gives a subset of the ones.
+    center : bool, default=False
+        Subtract the batch mean :math:`\bar f` first, i.e. threshold
+        :math:`\cos(f_i - \bar f, f_j - \bar f)`. Features after a ReLU and
+        average pooling are all non-negative and share a large common
+        component, so their raw cosines crowd near 1 and a fixed threshold
+        labels almost every pair similar; centred cosines spread over
+        :math:`[-1, 1]` whatever that offset.
 
     Returns
     -------
@@ -139,13 +146,17 @@ def cosine_adjacency(f: Tensor, threshold: float) -> Tensor:
 
     Notes
     -----
-    Invariant to positive rescaling of each feature vector.
+    Invariant to positive rescaling of each feature vector; with ``center``
+    invariant instead to adding one vector to every feature (and to a common
+    positive rescaling).
     """
     dtype = f.dtype if isinstance(f, Tensor) else None
     f = _check_features(f)
     tau = _check_real(threshold, "threshold")
     if not -1.0 <= tau <= 1.0:
         raise ValueError(f"threshold for cosine similarity must lie in [-1, 1]; got {tau}.")
+    if center:
+        f = f - f.mean(dim=0, keepdim=True)
     return _finish(_cosine_similarity_matrix(f) > tau, dtype)
 
 
@@ -407,7 +418,7 @@ def pairwise_adjacency(f: Tensor, similarity: str, **params: object) -> Tensor:
 
     ``"cosine"``
         :math:`A_{ij} = 1[\cos(f_i, f_j) > \tau]`; :func:`cosine_adjacency`
-        (``threshold``).
+        (``threshold``, ``center``).
     ``"l2"``
         :math:`A_{ij} = 1[\lVert f_i - f_j\rVert^2 < \tau]`;
         :func:`l2_adjacency` (``threshold``, ``normalize``).
