@@ -252,6 +252,15 @@ def test_freeze_backbone_trains_only_last_block_and_head(images):
     assert any(not torch.equal(a, b) for a, b in zip(trained, original))
 
 
+@pytest.mark.parametrize(("pretext", "frozen"), [(None, False), ("simclr", True)])
+def test_auto_freezing_follows_the_pretext(monkeypatch, images, pretext, frozen):
+    X, _ = images
+    monkeypatch.setattr(lsdc_module, "SimCLR", lambda **kw: SimCLR(max_epochs=1, **kw))
+    model = LSDC(n_clusters=4, pretext=pretext, max_epochs=1, batch_size=16, random_state=0).fit(X)
+    assert model.freeze_backbone_ is frozen
+    assert any(isinstance(m, Frozen) for m in model.module_.modules()) is frozen
+
+
 @pytest.mark.parametrize(("name", "cls"), [("simclr", SimCLR), ("rotnet", RotNet)])
 def test_named_pretexts(monkeypatch, images, name, cls):
     """The named pretexts are built with their own batch size and LSDC's seed (their epochs cut
@@ -302,6 +311,8 @@ def test_pickle_and_reproducible(blobs):
     ({"pretext": "moco"}, "vectors", "pretext"),
     ({"freeze_backbone": True}, "vectors", "freeze_backbone"),
     ({"consistency_weight": -1.0}, "vectors", "consistency_weight"),
+    ({"freeze_backbone": "yes"}, "vectors", "freeze_backbone must be True, False or 'auto'"),
+    ({"center_features": "yes"}, "vectors", "center_features must be True or False"),
     ({"max_epochs": 0}, "vectors", r"max_epochs must be an integer >= 1"),
     ({"max_epochs": "long"}, "vectors", r"max_epochs must be 'auto' or an integer >= 1"),
     ({}, "nan", "NaN"),

@@ -262,6 +262,29 @@ def test_cosine_invariant_to_positive_rescaling(f, tau, data):
     assert torch.equal(cosine_adjacency(g, tau)[ok], cosine_adjacency(f, tau)[ok])
 
 
+@SETTINGS
+@given(f=features(), tau=st.floats(-1, 1), data=st.data())
+def test_centred_cosine_ignores_a_common_offset(f, tau, data):
+    """centre=True thresholds cos(f_i - mean, f_j - mean): adding one vector to every feature
+    changes nothing, and it equals the plain criterion on features centred by hand."""
+    offset = torch.tensor(data.draw(st.lists(st.floats(-50, 50), min_size=f.shape[1],
+                                             max_size=f.shape[1])), dtype=f.dtype)
+    centred = f - f.mean(0, keepdim=True)
+    ok = far_from(ref_cosine(centred), tau, 1e-4)
+    a = cosine_adjacency(f, tau, center=True)
+    assert torch.equal(a[ok], cosine_adjacency(centred, tau)[ok])
+    assert torch.equal(cosine_adjacency(f + offset, tau, center=True)[ok], a[ok])
+
+
+def test_centring_spreads_non_negative_features():
+    """Non-negative features with a shared component: raw cosines crowd near 1, centred ones do
+    not (the MNIST collapse that made LSDC centre them)."""
+    g = torch.Generator().manual_seed(0)
+    f = 5.0 + torch.rand(64, 16, generator=g)
+    assert cosine_adjacency(f, 0.9).mean() == 1.0
+    assert cosine_adjacency(f, 0.9, center=True).mean() < 0.1
+
+
 def test_zero_features_have_cosine_zero():
     f = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
     assert torch.equal(cosine_adjacency(f, -0.5), torch.ones(3, 3))
