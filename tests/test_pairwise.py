@@ -273,6 +273,11 @@ def test_centred_cosine_ignores_a_common_offset(f, tau, data):
     ok = far_from(ref_cosine(centred), tau, 1e-4)
     a = cosine_adjacency(f, tau, center=True)
     assert torch.equal(a[ok], cosine_adjacency(centred, tau)[ok])
+    # A row equal to the mean centres to the zero vector, whose cosine is 0 by convention; after
+    # an offset, rounding leaves it a ~1e-7 vector pointing anywhere. Its pairs are left out of the
+    # offset comparison (integer features: any other centred row has norm >= 1/B).
+    moving = centred.norm(dim=1) > 1e-3
+    ok = ok & moving[:, None] & moving[None, :]
     assert torch.equal(cosine_adjacency(f + offset, tau, center=True)[ok], a[ok])
 
 
