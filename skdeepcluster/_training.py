@@ -82,6 +82,13 @@ class _IndexRange(torch.utils.data.Dataset):
         return i
 
 
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Batches :class:`IndexBatches` yields per epoch over ``n`` samples (a last batch of a single
+    sample is dropped)."""
+    full, rest = divmod(n, min(batch_size, n))
+    return full + (rest > 1)
+
+
 class IndexBatches:
     """skorch iterator yielding shuffled index batches ``(idx, None)`` on the data's device.
 
@@ -96,8 +103,7 @@ class IndexBatches:
         self.device = torch.device(device)
 
     def __len__(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
-        return full + (rest > 1)
+        return batches_per_epoch(self.n, self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, None]]:
         order = (torch.randperm(self.n, device=self.device) if self.shuffle

@@ -19,7 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
 
-from ._training import DeepClusterNet, DeviceData, Objective, batched_forward
+from ._training import DeepClusterNet, DeviceData, Objective, batched_forward, batches_per_epoch
 
 _ACCEPTED_DEVICES = "'cpu', 'cuda', 'cuda:N' or a torch.device"
 
@@ -60,13 +60,14 @@ def check_number(value: Any, name: str, low: float = 0.0, high: float = float("i
 
 def resolve_max_epochs(max_epochs: Any, n_samples: int, batch_size: int, min_epochs: int,
                        min_steps: int, minimum: int = 0) -> int:
-    """``max_epochs`` as an int; ``"auto"`` gives ``max(min_epochs, ceil(min_steps / batches))``.
+    """``max_epochs`` as an int; ``"auto"`` gives ``max(min_epochs, ceil(min_steps / batches))``,
+    ``batches`` the batches per epoch of the training loop.
 
     "auto" lets one default serve small and mid-sized data: a few thousand samples make few
     batches per epoch, so they need more epochs for the same number of optimisation steps.
     """
     if isinstance(max_epochs, str) and max_epochs == "auto":
-        batches = -(-n_samples // min(batch_size, n_samples))
+        batches = batches_per_epoch(n_samples, batch_size)
         return max(min_epochs, -(-min_steps // batches))
     if isinstance(max_epochs, str):
         raise ValueError(f"max_epochs must be 'auto' or an integer >= {minimum}, got {max_epochs!r}")

@@ -15,6 +15,7 @@ from torch import nn
 
 from skdeepcluster import SCAN, NeighborMiner, SimCLR
 from skdeepcluster import pretext
+from skdeepcluster._training import IndexBatches, _IndexRange, batches_per_epoch
 from skdeepcluster.base import resolve_max_epochs
 from skdeepcluster.datasets import load_digits_images, load_mnist_test
 from skdeepcluster.metrics import acc_scorer
@@ -210,10 +211,17 @@ def test_bad_scan_parameters_are_refused(blobs, params, match):
     (1797, 256, 188),    # digits: 8 batches per epoch -> ceil(1500 / 8) epochs
     (10_000, 256, 60),   # MNIST-test: 40 batches per epoch -> the 60-epoch floor
     (100, 256, 1500),    # one batch per epoch
+    (129, 64, 750),      # the loop drops a last batch of one sample: 2 batches per epoch
 ])
 def test_auto_epochs_give_enough_steps(n_samples, batch_size, expected):
     assert resolve_max_epochs("auto", n_samples, batch_size, 60, 1500) == expected
     assert resolve_max_epochs(7, n_samples, batch_size, 60, 1500) == 7
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(129, 64), (130, 64), (10, 64), (7, 3)])
+def test_batches_per_epoch_counts_what_the_loop_yields(n, batch_size):
+    batches = IndexBatches(_IndexRange(n), batch_size)
+    assert batches_per_epoch(n, batch_size) == len(batches) == len(list(batches))
 
 
 def test_simclr_auto_epochs_are_trained(blobs, monkeypatch):

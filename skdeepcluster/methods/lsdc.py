@@ -12,7 +12,7 @@ import torch
 from sklearn.base import BaseEstimator, ClusterMixin, clone
 from torch import Tensor, nn
 
-from .._training import DeviceData
+from .._training import DeviceData, batches_per_epoch
 from ..augment import default_augmentations
 from ..backbones import ClusterModel, Frozen, build_backbone, split_last_block
 from ..base import DeepClusterMixin, check_number, check_positive_int, resolve_max_epochs
@@ -335,7 +335,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             model = ClusterModel(backbone, backbone_width(backbone), [self.n_clusters])
             augment = self.augment or default_augmentations(data.subset())[0]
             composition = {"ricap": ricap, "mixup": mixup, None: None}[self.composition_]
-            n_batches = _batches_per_epoch(len(data), self.batch_size)
+            n_batches = batches_per_epoch(len(data), self.batch_size)
             objective = LSDCObjective(augment, self.similarity, similarity_params, composition,
                                       float(self.consistency_weight),
                                       self.rampup_epochs * n_batches)
@@ -374,10 +374,3 @@ def backbone_width(backbone: nn.Module) -> int:
     if not isinstance(width, numbers.Integral):
         raise ValueError("the pretext's backbone_ must expose an integer out_features")
     return int(width)
-
-
-def _batches_per_epoch(n: int, batch_size: int) -> int:
-    """Batches per epoch of :class:`~skdeepcluster._training.IndexBatches` (which drops a last
-    batch of a single sample)."""
-    full, rest = divmod(n, min(batch_size, n))
-    return full + (rest > 1)
