@@ -45,7 +45,7 @@ def run_ours(log_p: torch.Tensor, lam: float, tol: float) -> dict:
     _sync(str(log_p.device))
     seconds = time.perf_counter() - t0
     l1, l2 = _errors(res.plan)
-    return dict(seconds=seconds, n_iter=res.n_iter, l1=l1, l2=l2)
+    return dict(seconds=seconds, n_iter=f"{res.n_sparse_iter} sparse + {res.n_iter}", l1=l1, l2=l2)
 
 
 def run_pot(log_p: torch.Tensor, lam: float, stop_thr: float, dtype: str) -> dict:

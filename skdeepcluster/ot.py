@@ -55,12 +55,17 @@ class SinkhornResult:
         returned plan. This is twice the total-variation distance, i.e. the
         error is at most this fraction of the unit mass.
     n_iter : int
-        Number of Sinkhorn iterations (row plus column update) done.
+        Number of Sinkhorn iterations (row plus column update) done on the
+        full kernel.
     converged : bool
         Whether ``marginal_error`` went below ``tol`` within ``max_iter``.
     n_log_steps : int
         How many of the iterations were done in the log domain because the
         scaling vectors left the safe range of the dtype (see Notes of
+        :func:`sinkhorn_knopp`).
+    n_sparse_iter : int
+        How many iterations were done first on a sparse copy of the kernel
+        (0 when the kernel was too dense for that to pay off; see Notes of
         :func:`sinkhorn_knopp`).
     """
 
@@ -70,6 +75,7 @@ class SinkhornResult:
     n_iter: int
     converged: bool
     n_log_steps: int
+    n_sparse_iter: int = 0
 
     @property
     def soft_labels(self) -> torch.Tensor:
@@ -163,20 +169,28 @@ def _log_kernel(x: torch.Tensor, row_max: torch.Tensor, lam: float) -> torch.Ten
 
 
 def _exp_kernel(
-    x: torch.Tensor, row_max: torch.Tensor, lam: float, f: torch.Tensor, g: torch.Tensor
+    x: torch.Tensor,
+    row_max: torch.Tensor,
+    lam: float,
+    f: torch.Tensor | None = None,
+    g: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Kernel ``exp(lam * (x - max) + f_i + g_k)`` with underflow flushed to 0.
 
-    Exponents below ``0.9 * log(tiny)`` are set to exactly zero instead of
-    producing subnormals, which are both meaningless here and very slow in
-    the vectorised ``exp`` on CPU.
+    Exponents are clamped at ``floor = 0.9 * log(tiny)`` before the ``exp``
+    and results below ``2 exp(floor)`` are then set to exactly zero:
+    subnormals are meaningless here and very slow in the vectorised ``exp``
+    on CPU, and so is ``exp(-inf)`` in float32 (about ten times a finite
+    argument), hence the clamp rather than ``-inf``. ``f`` and ``g`` default
+    to zero (the first build skips those passes).
     """
-    k = _log_kernel(x, row_max, lam).add_(f[:, None]).add_(g[None, :])
+    k = _log_kernel(x, row_max, lam)
+    if f is not None:
+        k.add_(f[:, None])
+    if g is not None:
+        k.add_(g[None, :])
     floor = 0.9 * math.log(torch.finfo(k.dtype).tiny)
-    k.clamp_(min=floor)
-    flushed = k == floor
-    k.exp_()
-    return k.masked_fill_(flushed, 0.0)
+    return torch.nn.functional.threshold_(k.clamp_(min=floor).exp_(), 2 * math.exp(floor), 0.0)
 
 
 def _log_step(
@@ -219,6 +233,85 @@ def _scaling_pass(
         u_block.reciprocal_().mul_(c)
         s.addmv_(block.T, u_block)
     return u, s
+
+
+# Kernel entries (each row's largest is 1) at or below this are left out of
+# the sparse copy used for the warm start. The dense iterations that follow
+# see every entry, so this only decides how good the warm start is.
+_SPARSE_DROP = 1e-9
+# The sparse warm start is used only when at most this fraction of the
+# kernel is kept: a sparse product costs about twice a dense one per stored
+# entry, and building the copy costs a few dense iterations.
+_SPARSE_MAX_DENSITY = 0.1
+# Rows sampled to estimate the density before the full pass over the kernel.
+_SPARSE_PROBE_ROWS = 4096
+
+
+def _csr(
+    rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """CSR matrix from COO triplets whose ``rows`` are sorted."""
+    crow = torch.zeros(shape[0] + 1, dtype=torch.int64, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, cols, vals, shape, check_invariants=False)
+
+
+def _sparse_kernel(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """CSR copies of ``G`` and ``G^T`` keeping entries above ``_SPARSE_DROP``.
+
+    Returns ``None`` when more than ``_SPARSE_MAX_DENSITY`` of the kernel
+    would be kept (then the dense iteration is cheaper); a strided sample of
+    rows is checked first so that dense kernels cost one small pass only.
+    """
+    n, k = kernel.shape
+    probe = kernel[:: max(1, n // _SPARSE_PROBE_ROWS)]
+    if float((probe > _SPARSE_DROP).float().mean()) > _SPARSE_MAX_DENSITY:
+        return None
+    keep = kernel > _SPARSE_DROP
+    if int(torch.count_nonzero(keep)) > _SPARSE_MAX_DENSITY * kernel.numel():
+        return None
+    rows, cols = keep.nonzero(as_tuple=True)  # row-major, so rows are sorted
+    del keep
+    vals = kernel[rows, cols]
+    by_col = torch.argsort(cols, stable=True)
+    return (
+        _csr(rows, cols, vals, (n, k)),
+        _csr(cols[by_col], rows[by_col], vals[by_col], (k, n)),
+    )
+
+
+def _sparse_warm_start(
+    kernel: torch.Tensor, r: torch.Tensor, c: float, tol: float, max_iter: int, tau: float
+) -> tuple[torch.Tensor | None, int]:
+    """Cluster scaling ``v`` from Sinkhorn on a sparse copy of the kernel.
+
+    At large ``lam`` most of the row-stabilised kernel is negligible (for
+    SeLa's ``lam = 25`` and ``K = 1000`` about 1 % of the entries exceed
+    ``1e-9``), so iterating on the kept entries is far cheaper than on the
+    dense matrix and lands next to the dense solution. Returns
+    ``(v, n_iter)``, or ``(None, n_iter)`` when the kernel is too dense or
+    the sparse problem left the safe range (e.g. a cluster with no kept
+    entry); the caller then starts from ``v = 1``.
+    """
+    sparse = _sparse_kernel(kernel)
+    if sparse is None:
+        return None, 0
+    g, g_t = sparse
+    v = torch.ones_like(r)
+    for it in range(1, max_iter + 1):
+        s = g_t @ (g @ v).reciprocal_().mul_(c)
+        v_next = r / s
+        err = (v * s - r).abs().sum()
+        in_range = (v_next.log().abs() <= tau).all()
+        err_val, ok = torch.stack([err, in_range.to(err.dtype)]).tolist()
+        if not ok or not math.isfinite(err_val):
+            return None, it
+        if err_val <= 0.5 * tol:
+            return v, it
+        v = v_next
+    return v, max_iter
 
 
 def _default_block_rows(kernel: torch.Tensor) -> int:
@@ -298,7 +391,8 @@ def sinkhorn_knopp(
         most ``tol``. ``None`` means ``1e-6`` for float64 and ``1e-5`` for
         float32 (whose rounding floor is around ``1e-6``).
     max_iter : int, default=1000
-        Maximum number of iterations. A :class:`~sklearn.exceptions.\
+        Maximum number of iterations on the full kernel (the sparse warm
+        start, see Notes, has the same cap of its own). A :class:`~sklearn.exceptions.\
 ConvergenceWarning` is issued if ``tol`` is not reached.
     return_labels : bool, default=False
         Also return the hard labels ``plan.argmax(1)``.
@@ -338,6 +432,15 @@ ConvergenceWarning` is issued if ``tol`` is not reached.
     variants timed (two separate products, fused blocks of several sizes)
     this was the fastest; see ``docs/sinkhorn.md``.
 
+    *Sparse warm start.* At large ``lam`` most kernel entries are negligible
+    (``lam = 25``, ``K = 1000``, standard-normal logits: about 11 per row
+    exceed ``1e-9``). When at most 10 % of the entries exceed ``1e-9``, the
+    iterations first run on a CSR copy of those entries until the cluster
+    sums are within ``tol / 2``; the dense iterations then start from that
+    scaling, so the result is that of the full kernel (usually one dense
+    iteration confirms it). If the sparse problem breaks down (a cluster
+    with no kept entry), the dense iterations start from scratch.
+
     *Safety.* Whenever a check finds a scaling outside
     :math:`[e^{-\tau}, e^{\tau}]`, :math:`\tau = \tfrac14 \log(\text{max
     float})` (22 for float32, 177 for float64), or a non-finite value (a
@@ -375,12 +478,13 @@ ConvergenceWarning` is issued if ``tol`` is not reached.
     c = 1.0 / n
     log_r = r.log()
     tau = 0.25 * math.log(torch.finfo(x.dtype).max)
-    f = torch.zeros(n, dtype=x.dtype, device=x.device)
     g = torch.zeros(k, dtype=x.dtype, device=x.device)
-    kernel = _exp_kernel(x, row_max, lam, f, g)
+    kernel = _exp_kernel(x, row_max, lam)
     block_rows = _default_block_rows(kernel)
 
-    v = torch.ones(k, dtype=x.dtype, device=x.device)
+    v, n_sparse_iter = _sparse_warm_start(kernel, r, c, tol, max_iter, tau)
+    if v is None:
+        v = torch.ones(k, dtype=x.dtype, device=x.device)
     v_good = v
     converged = False
     n_log_steps = 0
@@ -426,4 +530,5 @@ ConvergenceWarning` is issued if ``tol`` is not reached.
         n_iter=it,
         converged=converged,
         n_log_steps=n_log_steps,
+        n_sparse_iter=n_sparse_iter,
     )

@@ -127,6 +127,39 @@ def test_underflowing_column_uses_log_steps_and_converges():
     assert torch.allclose(res.plan.sum(0), torch.full((5,), 0.2, dtype=torch.float64), atol=1e-8)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_warm_start_gives_the_dense_solution(dtype, monkeypatch):
+    # lam = 25 on 50 clusters keeps about a tenth of the kernel above 1e-9,
+    # so the warm start runs; switching it off must not change the plan.
+    x = _log_probs(2000, 50, 0, scale=2.0, dtype=dtype)
+    tol = 1e-7 if dtype == torch.float64 else 1e-5
+    warm = sinkhorn_knopp(x, lam=25.0, tol=tol, return_labels=True)
+    monkeypatch.setattr("skdeepcluster.ot._SPARSE_MAX_DENSITY", 0.0)
+    cold = sinkhorn_knopp(x, lam=25.0, tol=tol, return_labels=True)
+    assert warm.n_sparse_iter > 0 and cold.n_sparse_iter == 0
+    assert warm.converged and warm.marginal_error <= tol
+    assert warm.n_iter < cold.n_iter
+    # Both plans are within tol of the marginals (rows carry mass 1/2000).
+    torch.testing.assert_close(warm.plan, cold.plan, atol=tol, rtol=0)
+    assert (warm.labels == cold.labels).float().mean() > 0.99
+
+
+def test_sparse_warm_start_falls_back_when_a_cluster_has_no_kept_entry():
+    x = _log_probs(500, 40, 1, scale=3.0)
+    others = torch.cat([x[:, :2], x[:, 3:]], 1).amax(1)
+    x[:, 2] = others - 1.0  # exp(25 * -1) < 1e-9: cluster 2 keeps no entry
+    res = sinkhorn_knopp(x, lam=25.0, tol=1e-8, max_iter=5000)
+    assert res.n_sparse_iter == 1  # its scaling is infinite after one step
+    assert res.converged and res.marginal_error <= 1e-8
+    target = torch.full((40,), 1 / 40, dtype=torch.float64)
+    assert torch.allclose(res.plan.sum(0), target, atol=1e-8)
+
+
+def test_dense_kernel_skips_the_sparse_warm_start():
+    res = sinkhorn_knopp(_log_probs(300, 5, 0), lam=1.0)
+    assert res.n_sparse_iter == 0 and res.converged
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_upcast(dtype):
     res = sinkhorn_knopp(_log_probs(100, 4, 0, dtype=dtype), lam=10.0)
