@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from skdeepcluster import SeLa, SimCLR  # noqa: E402
 from skdeepcluster.methods import sela as sela_module  # noqa: E402
-from skdeepcluster.methods.sela import label_update_epochs  # noqa: E402
+from skdeepcluster.methods.sela import kmeans_heads, label_update_epochs  # noqa: E402
 from skdeepcluster.metrics import cluster_accuracy  # noqa: E402
 
 torch.set_num_threads(1)
@@ -178,6 +178,51 @@ def test_auto_pretext_is_simclr_for_images_only(monkeypatch, shape, uses_simclr)
     assert (model.pretext_ is None) != uses_simclr
 
 
+def test_kmeans_heads_reproduce_the_kmeans_partition(blobs):
+    from sklearn.cluster import KMeans
+
+    X, y = blobs
+    features = torch.as_tensor(X)
+    heads = [torch.nn.Linear(8, 4), torch.nn.Linear(8, 6)]
+    agreement = kmeans_heads(heads, features, seed=3)
+    assert agreement == [1.0, 1.0]
+    km = KMeans(4, n_init=3, random_state=3).fit(X)
+    with torch.no_grad():
+        pred = heads[0](features).argmax(1).numpy()
+    assert cluster_accuracy(km.labels_, pred) == 1.0   # the same partition, up to names
+    assert cluster_accuracy(y, pred) > 0.95           # well-separated blobs are found
+
+
+def test_kmeans_heads_on_a_subset_of_large_data(monkeypatch, blobs):
+    monkeypatch.setattr(sela_module, "KMEANS_MAX_SAMPLES", 50)
+    X, _ = blobs
+    agreement = kmeans_heads([torch.nn.Linear(8, 4)], torch.as_tensor(X), seed=0)
+    assert agreement == [1.0]  # exact for all 300 samples, centroids from 50
+
+
+@pytest.mark.parametrize(("pretext", "head_init", "expected"), [
+    (None, "auto", "random"), ("simclr", "auto", "kmeans"), (None, "kmeans", "kmeans"),
+    ("simclr", "random", "random")])
+def test_head_init_resolved(monkeypatch, blobs, pretext, head_init, expected):
+    monkeypatch.setattr(sela_module, "SimCLR", lambda **kw: SimCLR(max_epochs=1, **kw))
+    calls = []
+    real = sela_module.kmeans_heads
+    monkeypatch.setattr(sela_module, "kmeans_heads",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    X, _ = blobs
+    model = tiny(pretext=pretext, head_init=head_init, batch_size=32).fit(X)
+    assert model.head_init_ == expected
+    assert len(calls) == (expected == "kmeans")
+
+
+def test_kmeans_heads_start_from_the_kmeans_labels(blobs):
+    # one update at epoch 0: the first Sinkhorn labels come from the k-means heads, so on
+    # separated blobs they are already right
+    X, y = blobs
+    model = tiny(n_clusters=4, head_init="kmeans", max_epochs=1, n_label_updates=1).fit(X)
+    assert cluster_accuracy(y, model.pseudo_labels_) > 0.95
+
+
 @pytest.mark.parametrize("shape", [(40, 1, 12, 12), (40, 12, 12)])
 def test_images_from_scratch(shape):
     rng = np.random.default_rng(0)
@@ -208,6 +253,7 @@ def test_images_from_scratch(shape):
     (dict(device="tpu"), "unknown device 'tpu'"),
     (dict(pretext="rotnet"), "pretext must be None, 'auto', 'simclr' or a pretext transformer"),
     (dict(batch_size=1), "batch_size must be an integer >= 2"),
+    (dict(head_init="centroids"), "head_init must be 'auto', 'kmeans' or 'random'"),
 ])
 def test_bad_parameters(blobs, params, message):
     X, _ = blobs
@@ -225,3 +271,10 @@ def test_bad_input():
     model = tiny().fit(np.random.default_rng(0).normal(size=(30, 4)))
     with pytest.raises(ValueError, match="features"):
         model.predict(np.zeros((5, 6)))
+
+
+def test_default_label_updates_once_per_epoch(blobs):
+    X, _ = blobs
+    model = tiny(max_epochs=4, n_label_updates=None).fit(X)
+    np.testing.assert_array_equal(model.label_update_epochs_, np.arange(4))
+    assert SeLa().n_label_updates is None and SeLa().max_epochs == 100

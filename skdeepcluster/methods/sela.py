@@ -60,6 +60,59 @@ def label_update_epochs(n_updates: int, max_epochs: int) -> np.ndarray:
     return epochs
 
 
+#: k-means for ``head_init="kmeans"`` is fitted on at most this many samples (random subset).
+KMEANS_MAX_SAMPLES = 20_000
+
+
+def kmeans_heads(heads: Sequence[nn.Linear], features: Tensor, seed: int) -> list[float]:
+    r"""Set each linear head to the nearest-centroid classifier of a k-means of ``features``.
+
+    With centroids :math:`\mu_k` of the features :math:`f`, the nearest centroid maximises
+    :math:`-\lVert f - \mu_k 
+Vert^2 = 2\mu_k^	op f - \lVert\mu_k
+Vert^2 - \lVert f
+Vert^2`,
+    whose last term is the same for every cluster; so ``weight[k] = 2 mu_k / T`` and ``bias[k] =
+    -||mu_k||^2 / T`` make ``argmax head(f)`` the k-means assignment exactly. ``T`` is the mean
+    squared distance of the samples to their nearest centroid: the logits are distances in
+    units of the typical within-cluster spread, whatever the scale of the features. Each head
+    gets its own k-means seed.
+
+    Parameters
+    ----------
+    heads : sequence of torch.nn.Linear
+        Heads to overwrite in place; head ``h`` gets ``heads[h].out_features`` clusters.
+    features : Tensor of shape (n_samples, in_features)
+        Features the heads read (e.g. a pretrained backbone's embeddings).
+    seed : int
+        Seeds the subset (at most ``KMEANS_MAX_SAMPLES`` samples) and the k-means runs.
+
+    Returns
+    -------
+    list of float
+        Per head, the fraction of ``features`` whose k-means cluster is the head's argmax (1.0
+        up to ties and rounding): a check that the heads reproduce the partition.
+    """
+    from sklearn.cluster import KMeans  # sklearn.cluster is only needed here
+
+    rng = np.random.default_rng(seed)
+    f = features.detach().float().cpu()
+    fit_rows = (rng.choice(len(f), KMEANS_MAX_SAMPLES, replace=False)
+                if len(f) > KMEANS_MAX_SAMPLES else slice(None))
+    agreement = []
+    for h, head in enumerate(heads):
+        km = KMeans(head.out_features, n_init=3, random_state=seed + h).fit(f[fit_rows].numpy())
+        mu = torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
+        sq_dist = torch.cdist(f, mu).square_()
+        temperature = float(sq_dist.min(1).values.mean().clamp_min(1e-12))
+        with torch.no_grad():
+            head.weight.copy_(2 * mu / temperature)
+            head.bias.copy_(-mu.square().sum(1) / temperature)
+        logits = F.linear(f, head.weight.detach().cpu(), head.bias.detach().cpu())
+        agreement.append(float((logits.argmax(1) == sq_dist.argmin(1)).float().mean()))
+    return agreement
+
+
 #: Sinkhorn stops when the cluster sums are off by at most this much in L1 (twice the fraction of
 #: the mass that is misplaced): well below one sample's share of the argmax labels on data of up
 #: to ~10^5 samples' precision needs, and reached in tens to hundreds of iterations at lambda=25.
@@ -195,7 +248,8 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
        ``SINKHORN_TOL``; a ``ConvergenceWarning`` is raised once, at the end of ``fit``, if the
        last update is far off). Labels start as a random equal split (in the proportions of
        ``cluster_marginal`` when it is given); as the first update is at epoch 0 they are only a
-       placeholder.
+       placeholder: the first real labels come from the heads, which start either random (the
+       paper) or as a k-means classifier of the pretext features (``head_init``).
 
     **Schedule.** The ``M = n_label_updates`` label updates are spread over training as in
     Appendix A.1 of the paper: at the fractions :math:`t_i = (i / (M-1))^2` of training, mapped to
@@ -234,10 +288,10 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     sinkhorn_lambda : float, default=25.0
         ``lambda > 0`` of eq. (6): large values give a sharper (closer to hard) plan, at the cost of
         more Sinkhorn iterations. 25 as in the paper.
-    n_label_updates : int, default=60
-        ``M``: how many times the labels are recomputed (at most ``max_epochs``). The default,
-        one update per epoch, was the best of 12, 30 and 60 updates in 60 epochs on digits;
-        with fewer updates than epochs the squared schedule decides when they happen.
+    n_label_updates : int or None, default=None
+        ``M``: how many times the labels are recomputed (at most ``max_epochs``); None for one
+        update per epoch, which was the best of 12, 30 and 60 updates in 60 epochs on digits.
+        With fewer updates than epochs the squared schedule decides when they happen.
     cluster_marginal : array-like of shape (K0,) or None, default=None
         The cluster marginal ``r`` of eq. (6) for the heads with ``K0`` clusters: the share of the
         samples each cluster receives (positive, normalised to sum 1). None for uniform ``1/K0``.
@@ -253,11 +307,23 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         initialisation against 0.86 from scratch; on the same digits as 64-D vectors 0.77
         against 0.84 (SimCLR's noise-and-masking views teach vectors less than crops teach
         images).
+    head_init : {"auto", "kmeans", "random"}, default="auto"
+        How the heads start. "random": PyTorch's default initialisation (the paper). "kmeans":
+        each head is set to the nearest-centroid classifier of a k-means of the backbone's
+        features (:func:`kmeans_heads`), so the first Sinkhorn labels are a balanced version of
+        that partition instead of a random one. "auto": "kmeans" with a pretext, "random" from
+        scratch. Measured on MNIST-test from one cached 60-epoch SimCLR backbone, 60 epochs: ACC
+        0.70 with random heads, 0.88 with k-means heads (of the L2-normalised features in that
+        run); the first Sinkhorn labels were 0.38 and 0.59 accurate, the k-means partition
+        itself 0.61.
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch of raw inputs to ``(batch, features)`` when training from scratch
         (copied, never modified); None picks one from X's shape. Ignored with a ``pretext``.
-    max_epochs : int, default=60
-        Training epochs.
+    max_epochs : int, default=100
+        Training epochs. Measured on MNIST-test from one cached SimCLR backbone with k-means
+        heads: ACC 0.88 after 60 epochs (k-means of the L2-normalised features; 0.88 again with
+        the backbone's learning rate lowered to 5e-4), 0.915 after 100 (the default heads; 256 s
+        on 2 CPU cores).
     batch_size : int, default=256
     lr : float, default=2e-3
         AdamW learning rate (backbone and heads).
@@ -298,6 +364,8 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Epochs at whose start the labels were recomputed.
     pretext_ : transformer or None
         The fitted pretext learner (None without one).
+    head_init_ : str
+        "kmeans" or "random" (``head_init`` resolved).
     history_ : skorch.History
         Per-epoch ``train_loss``; at the update epochs also ``label_change`` (fraction of labels
         changed, mean over the heads) and ``sinkhorn_error`` (largest L1 error of the cluster
@@ -318,9 +386,9 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     """
 
     def __init__(self, n_clusters: int | Sequence[int] = 10, n_heads: int | None = None,
-                 sinkhorn_lambda: float = 25.0, n_label_updates: int = 60,
-                 cluster_marginal: Any = None, pretext: Any = "auto",
-                 backbone: nn.Module | None = None, max_epochs: int = 60, batch_size: int = 256,
+                 sinkhorn_lambda: float = 25.0, n_label_updates: int | None = None,
+                 cluster_marginal: Any = None, pretext: Any = "auto", head_init: str = "auto",
+                 backbone: nn.Module | None = None, max_epochs: int = 100, batch_size: int = 256,
                  lr: float = 2e-3, weight_decay: float = 5e-2, augment: Callable | None = None,
                  device: str = "cpu", random_state: Any = None, verbose: int = 0,
                  callbacks: list | None = None) -> None:
@@ -330,6 +398,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.n_label_updates = n_label_updates
         self.cluster_marginal = cluster_marginal
         self.pretext = pretext
+        self.head_init = head_init
         self.backbone = backbone
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -381,7 +450,9 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         sizes = self._head_sizes(n_samples)
         marginal = self._check_marginal(sizes[0])
         check_number(self.sinkhorn_lambda, "sinkhorn_lambda", 0.0, low_open=True)
-        schedule = label_update_epochs(self.n_label_updates, self.max_epochs)
+        schedule = label_update_epochs(
+            self.max_epochs if self.n_label_updates is None else self.n_label_updates,
+            self.max_epochs)
         if not (self.pretext is None or (isinstance(self.pretext, str)
                                          and self.pretext in ("auto", "simclr"))
                 or (not isinstance(self.pretext, str) and hasattr(self.pretext, "fit"))):
@@ -392,6 +463,9 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
                              f"{type(self.backbone).__name__}")
         if self.augment is not None and not callable(self.augment):
             raise ValueError(f"augment must be None or a callable, got {self.augment!r}")
+        if not (isinstance(self.head_init, str) and self.head_init in ("auto", "kmeans", "random")):
+            raise ValueError("head_init must be 'auto', 'kmeans' or 'random', got "
+                             f"{self.head_init!r}")
         return sizes, marginal, schedule
 
     # ------------------------------------------------------------------ fit
@@ -399,6 +473,8 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         """Cluster ``X`` (``y`` is ignored)."""
         X = self._validate_input(X, reset=True)
         sizes, marginal, schedule = self._check_params(X.shape[0])
+        self.head_init_ = (("random" if self._from_scratch(X) else "kmeans")
+                           if self.head_init == "auto" else self.head_init)
         self.device_ = self._device()
         self.head_sizes_ = sizes
         self.label_update_epochs_ = schedule
@@ -406,6 +482,9 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         with self._seeded(self.device_, seed):
             data = DeviceData(X, self.device_)
             module = self._initial_model(X, data, sizes, seed)
+            if self.head_init_ == "kmeans":
+                features = self._forward_data(module.backbone, data)
+                kmeans_heads(module.heads, features, seed)
             augment = self.augment or default_augmentations(data.subset())[0]
             objective = SeLaObjective(augment, self._initial_labels(len(data), sizes, marginal),
                                       schedule, self.sinkhorn_lambda,
@@ -434,7 +513,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     def _initial_model(self, X: np.ndarray, data: DeviceData, sizes: list[int],
                        seed: int) -> ClusterModel:
         self.pretext_ = None
-        if self.pretext is None or (self.pretext == "auto" and X.ndim == 2):
+        if self._from_scratch(X):
             body = None if self.backbone is None else copy.deepcopy(self.backbone)
             backbone = build_backbone(data.subset(), body)
         else:
@@ -443,6 +522,10 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
             self.pretext_ = pretext.fit(X)
             backbone = copy.deepcopy(self.pretext_.backbone_).to(self.device_)
         return ClusterModel(backbone, backbone.out_features, sizes)
+
+    def _from_scratch(self, X: np.ndarray) -> bool:
+        return self.pretext is None or (isinstance(self.pretext, str) and self.pretext == "auto"
+                                        and X.ndim == 2)
 
     def _marginals(self, sizes: list[int], marginal: np.ndarray | None) -> list[Tensor | None]:
         if marginal is None:
