@@ -42,6 +42,7 @@ __all__ = [
     "sne_adjacency",
     "knn_adjacency",
     "pairwise_adjacency",
+    "calibrate_similarity",
 ]
 
 
@@ -468,3 +469,75 @@ def pairwise_adjacency(f: Tensor, similarity: str, **params: object) -> Tensor:
             f"It accepts: {', '.join(accepted)}."
         ) from None
     return fn(f, **params)
+
+
+def _similar_fraction(batches: list[Tensor], similarity: str, params: dict) -> float:
+    """Share of the off-diagonal pairs of ``batches`` that ``similarity`` labels similar."""
+    similar = total = 0.0
+    for f in batches:
+        b = f.shape[0]
+        similar += float(pairwise_adjacency(f, similarity, **params).sum()) - b
+        total += b * (b - 1)
+    return similar / total
+
+
+def calibrate_similarity(
+    batches: list[Tensor], similarity: str, fraction: float, *, n_steps: int = 40, **params: object
+) -> float | int:
+    r"""The threshold (or ``k``) that labels ``fraction`` of the pairs of ``batches`` similar.
+
+    Every criterion of :func:`pairwise_adjacency` is monotone in its parameter (more pairs as the
+    cosine or SNE threshold falls, as the L2 threshold or ``k`` grows), so the value is found by
+    bisection on the share of similar off-diagonal pairs over the given batches. With
+    ``fraction = 1 / K`` the labels match the share of same-cluster pairs of ``K`` equal clusters,
+    whatever the scale of the features, which a fixed threshold cannot do (a squared distance of
+    40 is tight for one backbone and labels every pair similar for another).
+
+    Parameters
+    ----------
+    batches : list of Tensor of shape (B, d)
+        Batches of features, as the criterion will see them (e.g. random batches of the data).
+    similarity : {"cosine", "l2", "sne", "knn"}
+    fraction : float
+        Target share of similar pairs, in ``(0, 1)``.
+    n_steps : int, default=40
+        Bisection steps for the real thresholds.
+    **params
+        The criterion's other parameters (``center``, ``temperature``, ``normalize``).
+
+    Returns
+    -------
+    float or int
+        The cosine / SNE threshold, the squared-distance threshold (similar share at least
+        ``fraction``, as close as the bisection gets), or for ``"knn"`` the smallest ``k`` whose
+        share reaches ``fraction`` (capped at ``B - 1``).
+    """
+    fraction = _check_real(fraction, "fraction")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1); got {fraction}.")
+    if not batches:
+        raise ValueError("batches must hold at least one batch of features.")
+    name = similarity.lower() if isinstance(similarity, str) else similarity
+    if name == "knn":
+        smallest = min(f.shape[0] for f in batches)
+        for k in range(1, smallest - 1):
+            if _similar_fraction(batches, name, {**params, "n_neighbors": k}) >= fraction:
+                return k
+        return max(1, smallest - 1)
+
+    def share(tau: float) -> float:
+        return _similar_fraction(batches, name, {**params, "threshold": tau})
+
+    if name == "l2":  # share grows with tau: find the smallest tau reaching the fraction
+        lo, hi = 0.0, 1.0
+        while share(hi) < fraction and hi < 1e30:
+            lo, hi = hi, hi * 4.0
+        for _ in range(n_steps):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if share(mid) < fraction else (lo, mid)
+        return hi
+    lo, hi = (-1.0, 1.0) if name == "cosine" else (0.0, 1.0)  # share falls as tau grows
+    for _ in range(n_steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if share(mid) >= fraction else (lo, mid)
+    return lo

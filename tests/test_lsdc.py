@@ -261,6 +261,36 @@ def test_auto_freezing_follows_the_pretext(monkeypatch, images, pretext, frozen)
     assert any(isinstance(m, Frozen) for m in model.module_.modules()) is frozen
 
 
+@pytest.mark.parametrize(("pretext", "label_features", "expected"), [
+    (None, "auto", "online"), ("simclr", "auto", "spectral"), ("simclr", "online", "online"),
+    ("simclr", "pretext", "pretext")])
+def test_label_features_resolved(monkeypatch, images, pretext, label_features, expected):
+    monkeypatch.setattr(lsdc_module, "SimCLR", lambda **kw: SimCLR(max_epochs=1, **kw))
+    model = LSDC(n_clusters=4, pretext=pretext, label_features=label_features, max_epochs=1,
+                 batch_size=16, random_state=0).fit(images[0])
+    assert model.label_features_ == expected
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_pretext_label_features_are_the_fixed_pretext_embeddings(monkeypatch, images, freeze):
+    """With label_features='pretext' every batch's adjacency is made from the pretext's
+    embeddings of exactly that batch's samples (the same at every epoch), whatever the network
+    being trained has become."""
+    X, _ = images
+    pretext = SimCLR(backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=16,
+                     random_state=0).fit(X)
+    embeddings = torch.as_tensor(pretext.transform(X))
+    adjacencies = _spy(monkeypatch, "pairwise_adjacency")
+    model = LSDC(n_clusters=4, pretext=pretext, label_features="pretext",
+                 freeze_backbone=freeze, max_epochs=3, batch_size=16, random_state=0).fit(X)
+    assert len(adjacencies) == 3 * model.history_[-1, "train_batch_count"]
+    for (features, *_), _, _ in adjacencies:
+        # each row is the embedding of one sample, and the batch's samples are distinct
+        dist = torch.cdist(features, embeddings)
+        assert torch.all(dist.min(1).values < 1e-4)
+        assert len(set(dist.argmin(1).tolist())) == len(features)
+
+
 @pytest.mark.parametrize(("name", "cls"), [("simclr", SimCLR), ("rotnet", RotNet)])
 def test_named_pretexts(monkeypatch, images, name, cls):
     """The named pretexts are built with their own batch size and LSDC's seed (their epochs cut
@@ -313,6 +343,8 @@ def test_pickle_and_reproducible(blobs):
     ({"consistency_weight": -1.0}, "vectors", "consistency_weight"),
     ({"freeze_backbone": "yes"}, "vectors", "freeze_backbone must be True, False or 'auto'"),
     ({"center_features": "yes"}, "vectors", "center_features must be True or False"),
+    ({"label_features": "ema"}, "vectors", "label_features must be 'auto', 'online' or 'pretext'"),
+    ({"label_features": "pretext"}, "vectors", "label_features='pretext' needs a pretext"),
     ({"max_epochs": 0}, "vectors", r"max_epochs must be an integer >= 1"),
     ({"max_epochs": "long"}, "vectors", r"max_epochs must be 'auto' or an integer >= 1"),
     ({}, "nan", "NaN"),

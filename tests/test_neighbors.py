@@ -1,6 +1,7 @@
 """Neighbour mining: agreement with a brute-force cosine top-k, blocks, NeighborMiner's output."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skdeepcluster import NeighborFeatures, NeighborMiner
-from skdeepcluster.neighbors import mine_neighbors
+from skdeepcluster.metrics import cluster_accuracy
+from skdeepcluster.neighbors import mine_neighbors, neighbor_graph_embedding
 
 
 def brute_force_similarities(X):
@@ -114,3 +116,30 @@ def test_neighbor_miner_errors():
     miner = NeighborMiner(n_neighbors=2).fit(X)
     with pytest.raises(ValueError, match="features"):
         miner.transform(np.zeros((5, 3)))
+
+
+def test_neighbor_graph_embedding_unrolls_non_convex_clusters():
+    """Two concentric rings: k-means on the raw points splits them by side, on the embedding of
+    their neighbour graph by ring."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_circles
+
+    X, y = make_circles(400, factor=0.3, noise=0.03, random_state=0)
+    # a constant third coordinate: directions (cosine neighbours) then follow the plane's layout
+    feats = torch.as_tensor(np.c_[X, np.full(400, 5.0)], dtype=torch.float32)
+    with warnings.catch_warnings():  # the two rings are two components of the graph: the point
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        emb = neighbor_graph_embedding(feats, n_components=2, n_neighbors=5, random_state=0)
+    assert emb.shape == (400, 2) and emb.dtype == torch.float32
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(400))
+    raw = KMeans(2, n_init=5, random_state=0).fit_predict(X)
+    spectral = KMeans(2, n_init=5, random_state=0).fit_predict(emb.numpy())
+    assert cluster_accuracy(y, raw) < 0.7 and cluster_accuracy(y, spectral) > 0.95
+
+
+def test_neighbor_graph_embedding_bad_input():
+    feats = torch.randn(10, 3)
+    with pytest.raises(ValueError, match="n_components must be < n_samples"):
+        neighbor_graph_embedding(feats, n_components=10)
+    with pytest.raises(ValueError, match="n_components must be an integer >= 1"):
+        neighbor_graph_embedding(feats, n_components=0)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skdeepcluster.pairwise import (
+    calibrate_similarity,
     cosine_adjacency,
     knn_adjacency,
     l2_adjacency,
@@ -40,11 +41,9 @@ def ref_cosine(f):
 
 
 def ref_sqdist(f, normalize=False):
+    if normalize:  # documented as 2 - 2 cos, where a zero vector has cosine 0 to every other
+        return 2.0 - 2.0 * ref_cosine(f)
     x = f.double().numpy()
-    if normalize:
-        n = np.linalg.norm(x, axis=1)
-        n[n == 0] = 1.0
-        x = x / n[:, None]
     return ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
 
 
@@ -335,3 +334,55 @@ def test_dtype_is_kept():
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------- calibration
+def _share(batches, similarity, **params):
+    similar = sum(float(pairwise_adjacency(f, similarity, **params).sum()) - len(f) for f in batches)
+    return similar / sum(len(f) * (len(f) - 1) for f in batches)
+
+
+_CALIBRATED = [("cosine", {"center": True}), ("cosine", {}), ("l2", {}),
+               ("sne", {"temperature": 2.0}), ("knn", {})]
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**16), fraction=st.floats(0.05, 0.6),
+       case=st.sampled_from(_CALIBRATED), scale=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_calibrated_share_matches_the_target(seed, fraction, case, scale):
+    similarity, params = case
+    if similarity == "sne":
+        scale = 1.0  # SNE's temperature fixes the scale it sees
+    gen = torch.Generator().manual_seed(seed)
+    batches = [scale * torch.randn(24, 5, generator=gen, dtype=torch.float64) for _ in range(3)]
+    value = calibrate_similarity(batches, similarity, fraction, **params)
+    if similarity == "knn":
+        assert isinstance(value, int)
+        assert _share(batches, "knn", n_neighbors=value) >= fraction
+        if value > 1:  # the smallest such k
+            assert _share(batches, "knn", n_neighbors=value - 1) < fraction
+        return
+    share = _share(batches, similarity, threshold=value, **params)
+    one_pair = 1 / (3 * 24 * 23 / 2)  # continuous scores: the share moves one pair at a time
+    assert abs(share - fraction) <= one_pair + 1e-9
+
+
+def test_calibrated_l2_threshold_scales_with_the_features():
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(32, 4, generator=gen) for _ in range(4)]
+    small = calibrate_similarity(batches, "l2", 0.1)
+    large = calibrate_similarity([100 * f for f in batches], "l2", 0.1)
+    assert large == pytest.approx(1e4 * small, rel=1e-3)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(fraction=0.0), r"fraction must lie in \(0, 1\)"),
+    (dict(fraction=1.0), r"fraction must lie in \(0, 1\)"),
+    (dict(fraction=0.1, similarity="jaccard"), "unknown similarity"),
+])
+def test_calibration_bad_input(kwargs, match):
+    kwargs = {"similarity": "cosine", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        calibrate_similarity([torch.randn(8, 3)], **kwargs)
+    with pytest.raises(ValueError, match="at least one batch"):
+        calibrate_similarity([], "cosine", 0.1)
