@@ -64,7 +64,8 @@ def neighbor_graph_embedding(features: Tensor, n_components: int, n_neighbors: i
     ----------
     features : Tensor of shape (n_samples, d)
     n_components : int
-        Dimension of the embedding, ``1 <= n_components < n_samples``.
+        Dimension of the embedding, ``1 <= n_components <= n_samples - 2`` (the trivial
+        eigenvector is computed and dropped too).
     n_neighbors : int, default=10
         Neighbours per sample in the graph.
     random_state : int or None, default=None
@@ -79,8 +80,8 @@ def neighbor_graph_embedding(features: Tensor, n_components: int, n_neighbors: i
 
     n = features.shape[0]
     n_components = check_positive_int(n_components, "n_components")
-    if n_components >= n:
-        raise ValueError(f"n_components must be < n_samples = {n}, got {n_components}")
+    if n_components > n - 2:
+        raise ValueError(f"n_components must be <= n_samples - 2 = {n - 2}, got {n_components}")
     neighbors = to_numpy(mine_neighbors(features, check_positive_int(n_neighbors, "n_neighbors")))
     rows = np.repeat(np.arange(n), neighbors.shape[1])
     graph = sparse.csr_matrix((np.ones(rows.size), (rows, neighbors.ravel())), shape=(n, n))

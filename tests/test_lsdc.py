@@ -271,6 +271,26 @@ def test_label_features_resolved(monkeypatch, images, pretext, label_features, e
     assert model.label_features_ == expected
 
 
+def test_spectral_label_features_on_tiny_data(images):
+    """Fewer samples than the graph's 30 neighbours, and as many clusters as samples."""
+    X = images[0][:12]
+    pretext = SimCLR(backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=8,
+                     random_state=0)
+    model = LSDC(n_clusters=12, pretext=pretext, max_epochs=1, batch_size=8,
+                 random_state=0).fit(X)
+    assert model.label_features_ == "spectral" and model.labels_.shape == (12,)
+
+
+def test_spectral_label_features_are_unit_rows_of_n_clusters_dims(monkeypatch, images):
+    adjacencies = _spy(monkeypatch, "pairwise_adjacency")
+    pretext = SimCLR(backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=16,
+                     random_state=0)
+    LSDC(n_clusters=4, pretext=pretext, max_epochs=1, batch_size=16, random_state=0).fit(images[0])
+    for (features, *_), _, _ in adjacencies:
+        assert features.shape[1] == 4
+        torch.testing.assert_close(features.norm(dim=1), torch.ones(len(features)))
+
+
 @pytest.mark.parametrize("freeze", [True, False])
 def test_pretext_label_features_are_the_fixed_pretext_embeddings(monkeypatch, images, freeze):
     """With label_features='pretext' every batch's adjacency is made from the pretext's

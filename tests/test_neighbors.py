@@ -139,7 +139,7 @@ def test_neighbor_graph_embedding_unrolls_non_convex_clusters():
 
 def test_neighbor_graph_embedding_bad_input():
     feats = torch.randn(10, 3)
-    with pytest.raises(ValueError, match="n_components must be < n_samples"):
-        neighbor_graph_embedding(feats, n_components=10)
+    with pytest.raises(ValueError, match="n_components must be <= n_samples - 2 = 8"):
+        neighbor_graph_embedding(feats, n_components=9)
     with pytest.raises(ValueError, match="n_components must be an integer >= 1"):
         neighbor_graph_embedding(feats, n_components=0)
