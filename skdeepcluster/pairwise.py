@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -511,6 +512,13 @@ def calibrate_similarity(
         The cosine / SNE threshold, the squared-distance threshold (similar share at least
         ``fraction``, as close as the bisection gets), or for ``"knn"`` the smallest ``k`` whose
         share reaches ``fraction`` (capped at ``B - 1``).
+
+    Warns
+    -----
+    UserWarning
+        When no value gets within a factor 1.5 of ``fraction`` (e.g. SNE with a temperature far
+        below the squared distances: its probabilities underflow to zero beyond each sample's
+        nearest neighbour), naming the share reached.
     """
     fraction = _check_real(fraction, "fraction")
     if not 0.0 < fraction < 1.0:
@@ -518,6 +526,20 @@ def calibrate_similarity(
     if not batches:
         raise ValueError("batches must hold at least one batch of features.")
     name = similarity.lower() if isinstance(similarity, str) else similarity
+    value = _bisect_similarity(batches, name, fraction, n_steps, params)
+    key = "n_neighbors" if name == "knn" else "threshold"
+    reached = _similar_fraction(batches, name, {**params, key: value})
+    if not fraction / 1.5 <= reached <= fraction * 1.5:
+        warnings.warn(f"calibrating {name!r}: no {key} labels {fraction:.3g} of the pairs "
+                      f"similar; {key}={value:.4g} gives {reached:.3g}"
+                      + (" (raise the SNE temperature towards the squared distances)"
+                         if name == "sne" else ""), UserWarning, stacklevel=2)
+    return value
+
+
+def _bisect_similarity(batches: list[Tensor], name: str, fraction: float, n_steps: int,
+                       params: dict) -> float | int:
+    """The search behind :func:`calibrate_similarity` (``name`` lower case)."""
     if name == "knn":
         smallest = min(f.shape[0] for f in batches)
         for k in range(1, smallest - 1):
@@ -536,7 +558,13 @@ def calibrate_similarity(
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if share(mid) < fraction else (lo, mid)
         return hi
-    lo, hi = (-1.0, 1.0) if name == "cosine" else (0.0, 1.0)  # share falls as tau grows
+    if name == "sne":  # probabilities span many decades: bisect on log10(tau) in [-300, 0]
+        lo, hi = -300.0, 0.0
+        for _ in range(n_steps + 10):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if share(10.0**mid) >= fraction else (lo, mid)
+        return 10.0**lo
+    lo, hi = -1.0, 1.0  # cosine: the share falls as tau grows
     for _ in range(n_steps):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if share(mid) >= fraction else (lo, mid)

@@ -271,6 +271,29 @@ def test_label_features_resolved(monkeypatch, images, pretext, label_features, e
     assert model.label_features_ == expected
 
 
+@pytest.mark.parametrize("similarity", ["cosine", "l2", "sne", "knn"])
+def test_default_threshold_is_calibrated_to_one_pair_in_n_clusters(monkeypatch, blobs, similarity):
+    adjacencies = _spy(monkeypatch, "pairwise_adjacency")
+    extra = {"temperature": 1e3} if similarity == "sne" else {}  # T near the squared distances
+    model = tiny_lsdc(similarity=similarity, max_epochs=1, **extra).fit(blobs[0])
+    if similarity == "knn":
+        assert isinstance(model.n_neighbors_, int) and model.threshold_ is None
+    else:
+        assert isinstance(model.threshold_, float) and model.n_neighbors_ is None
+    # online labels are calibrated on the first batch, as the loss sees it
+    _, _, a = adjacencies[0]
+    b = len(a)
+    share = (float(a.sum()) - b) / (b * (b - 1))
+    assert abs(share - 1 / N_CLUSTERS) < 0.05
+
+
+def test_given_threshold_is_kept(blobs):
+    model = tiny_lsdc(similarity="cosine", threshold=0.3, max_epochs=1).fit(blobs[0])
+    assert model.threshold_ == 0.3
+    model = tiny_lsdc(similarity="knn", n_neighbors=4, max_epochs=1).fit(blobs[0])
+    assert model.n_neighbors_ == 4
+
+
 def test_spectral_label_features_on_tiny_data(images):
     """Fewer samples than the graph's 30 neighbours, and as many clusters as samples."""
     X = images[0][:12]

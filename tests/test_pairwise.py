@@ -386,3 +386,9 @@ def test_calibration_bad_input(kwargs, match):
         calibrate_similarity([torch.randn(8, 3)], **kwargs)
     with pytest.raises(ValueError, match="at least one batch"):
         calibrate_similarity([], "cosine", 0.1)
+
+
+def test_calibration_warns_when_the_share_cannot_be_reached():
+    far = 3 * torch.randn(32, 128, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="raise the SNE temperature"):
+        calibrate_similarity([far], "sne", 1 / 3, temperature=1.0)

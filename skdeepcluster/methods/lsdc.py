@@ -38,6 +38,19 @@ AUTO_MIN_EPOCHS = 30
 AUTO_MIN_STEPS = 5000
 
 
+def _calibrated_key(similarity: str) -> str:
+    """The parameter that ``threshold=None`` / ``n_neighbors=None`` leaves to calibration."""
+    return "n_neighbors" if similarity == "knn" else "threshold"
+
+
+def _calibrated(batches: list[Tensor], similarity: str, params: dict,
+                n_clusters: int) -> float | int:
+    """The value of that parameter labelling 1 / n_clusters of the pairs of ``batches`` similar."""
+    key = _calibrated_key(similarity)
+    others = {k: v for k, v in params.items() if k != key}
+    return calibrate_similarity(batches, similarity, 1.0 / n_clusters, **others)
+
+
 class LSDCObjective:
     """One LSD-C step: pairwise labels from the clean view's features, eq. (5) against the
     (composite) augmented view, eq. (8) between clean and augmented predictions.
@@ -61,12 +74,15 @@ class LSDCObjective:
         Fixed features of every sample to make the pairwise labels from (``label_features=
         "pretext"`` or ``"spectral"``); None for the network's own features of the clean view
         (the paper).
+    n_clusters : int or None
+        With a ``None`` threshold (or ``n_neighbors``) in ``similarity_params``: it is set on
+        the first batch so that ``1 / n_clusters`` of its pairs are similar.
     """
 
     def __init__(self, augment: Callable[[Tensor], Tensor], similarity: str,
                  similarity_params: dict, composition: Callable | None,
                  consistency_weight: float, rampup_steps: int,
-                 label_features: Tensor | None = None) -> None:
+                 label_features: Tensor | None = None, n_clusters: int | None = None) -> None:
         self.augment = augment
         self.similarity = similarity
         self.similarity_params = similarity_params
@@ -74,6 +90,7 @@ class LSDCObjective:
         self.consistency_weight = consistency_weight
         self.rampup_steps = rampup_steps
         self.label_features = label_features
+        self.n_clusters = n_clusters
         self.step = 0
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
@@ -91,6 +108,10 @@ class LSDCObjective:
         # or from the fixed pretext features of the same samples
         source = (features[:n].detach() if self.label_features is None
                   else self.label_features[idx])
+        key = _calibrated_key(self.similarity)
+        if self.similarity_params[key] is None:  # calibrate on the first batch's features
+            self.similarity_params = {**self.similarity_params, key: _calibrated(
+                [source.float()], self.similarity, self.similarity_params, self.n_clusters)}
         adjacency = pairwise_adjacency(source.float(), self.similarity, **self.similarity_params)
         if self.composition is not None:  # eq. (6): T[i, j] = sum_s w[j, s] A[i, sources[j, s]]
             target, p_other = composite_targets(adjacency, sources, weights), p_comp[0]
@@ -146,11 +167,11 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Criterion making the pairwise labels.
     threshold : float or None, default=None
         :math:`\tau` of the criterion (not used by "knn"): cosine in ``[-1, 1]``, squared distance
-        ``>= 0``, SNE probability in ``[0, 1]``. None: calibrated before training so that
-        ``1 / n_clusters`` of the pairs of random batches of the label features are similar (the
-        share of same-cluster pairs of equal clusters), by
-        :func:`skdeepcluster.pairwise.calibrate_similarity` on 20 batches; the value used is
-        ``threshold_``. A fixed value suits one feature space only: a squared distance of 40
+        ``>= 0``, SNE probability in ``[0, 1]``. None: calibrated so that ``1 / n_clusters`` of
+        the pairs are similar (the share of same-cluster pairs of equal clusters), by
+        :func:`skdeepcluster.pairwise.calibrate_similarity`: on 20 random batches of the fixed
+        label features before training, or for ``label_features="online"`` on the first
+        training batch (the features as the loss sees them). The value used is ``threshold_``. A fixed value suits one feature space only: a squared distance of 40
         labelled about 5 % of the pairs of the digits' backbone features similar and every pair
         of MNIST's SimCLR features.
     center_features : bool, default=True
@@ -380,12 +401,10 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             composition = {"ricap": ricap, "mixup": mixup, None: None}[self.composition_]
             n_batches = batches_per_epoch(len(data), self.batch_size)
             fixed = self._fixed_label_features(backbone, data, seed)
-            similarity_params = self._calibrate(
-                similarity_params, self._forward_data(backbone, data) if fixed is None else fixed,
-                seed)
+            similarity_params = self._calibrate(similarity_params, fixed, seed)
             objective = LSDCObjective(augment, self.similarity, similarity_params, composition,
                                       float(self.consistency_weight),
-                                      self.rampup_epochs * n_batches, fixed)
+                                      self.rampup_epochs * n_batches, fixed, self.n_clusters)
             self.net_ = self._make_net(model, objective, data, self.n_epochs_,
                                        log_terms=("bce", "consistency", "similar"))
             self.net_.fit_on_data()
@@ -393,6 +412,8 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.module_ = self.net_.module_
         self.head_ = 0
         self.history_ = self.net_.history
+        self.threshold_ = objective.similarity_params.get("threshold")
+        self.n_neighbors_ = objective.similarity_params.get("n_neighbors")
         self.labels_ = self.predict(X)
         return self
 
@@ -409,22 +430,20 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
                                                 min(SPECTRAL_NEIGHBORS, n - 1), random_state=seed)
         return features
 
-    def _calibrate(self, params: dict, features: Tensor, seed: int) -> dict:
-        """Fill a ``None`` threshold / ``n_neighbors`` so that 1 / n_clusters of the pairs of
-        random batches of ``features`` are similar; sets ``threshold_`` and ``n_neighbors_``."""
-        key = "n_neighbors" if self.similarity == "knn" else "threshold"
-        if params[key] is None:
+    def _calibrate(self, params: dict, fixed: Tensor | None, seed: int) -> dict:
+        """Fill a ``None`` threshold / ``n_neighbors`` so that 1 / n_clusters of the pairs of 20
+        random batches of the fixed label features are similar. Online labels are calibrated by
+        the objective instead, on its first batch, where the features are exactly those the
+        loss sees (training-mode batch norm over all the views)."""
+        key = _calibrated_key(self.similarity)
+        if params[key] is None and fixed is not None:
             gen = torch.Generator().manual_seed(seed)
-            batch = min(self.batch_size, len(features))
-            n_batches = max(1, min(CALIBRATION_BATCHES, len(features) // batch))
-            order = torch.randperm(len(features), generator=gen)[: n_batches * batch]
-            batches = [features[i.to(features.device)].float()
-                       for i in order.view(n_batches, batch)]
-            others = {k: v for k, v in params.items() if k != key}
-            params = {**params, key: calibrate_similarity(batches, self.similarity,
-                                                          1.0 / self.n_clusters, **others)}
-        self.threshold_ = params.get("threshold")
-        self.n_neighbors_ = params.get("n_neighbors")
+            batch = min(self.batch_size, len(fixed))
+            n_batches = max(1, min(CALIBRATION_BATCHES, len(fixed) // batch))
+            order = torch.randperm(len(fixed), generator=gen)[: n_batches * batch]
+            batches = [fixed[i.to(fixed.device)].float() for i in order.view(n_batches, batch)]
+            params = {**params, key: _calibrated(batches, self.similarity, params,
+                                                 self.n_clusters)}
         return params
 
     def _initial_backbone(self, X: np.ndarray, data: DeviceData, seed: int) -> nn.Module:
