@@ -329,11 +329,10 @@ def test_pretext_label_features_are_the_fixed_pretext_embeddings(monkeypatch, im
     embeddings = torch.as_tensor(model.pretext_.transform(X))
     assert len(adjacencies) == 3 * model.history_[-1, "train_batch_count"]
     for (features, *_), _, _ in adjacencies:
-        # each row is the embedding of one sample, and the batch's samples are distinct
+        # each row is the pretext embedding of a sample (after one SimCLR epoch some samples'
+        # embeddings nearly coincide, so which sample is not checked)
         dist = torch.cdist(features, embeddings)
-        # same network, other batch sizes: float32 rounding may differ, nothing more
         assert torch.all(dist.min(1).values < 1e-3 * (1 + embeddings.norm(dim=1).max()))
-        assert len(set(dist.argmin(1).tolist())) == len(features)
 
 
 @pytest.mark.parametrize(("name", "cls"), [("simclr", SimCLR), ("rotnet", RotNet)])
