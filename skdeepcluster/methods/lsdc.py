@@ -171,9 +171,10 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         the pairs are similar (the share of same-cluster pairs of equal clusters), by
         :func:`skdeepcluster.pairwise.calibrate_similarity`: on 20 random batches of the fixed
         label features before training, or for ``label_features="online"`` on the first
-        training batch (the features as the loss sees them). The value used is ``threshold_``. A fixed value suits one feature space only: a squared distance of 40
-        labelled about 5 % of the pairs of the digits' backbone features similar and every pair
-        of MNIST's SimCLR features.
+        training batch (the features as the loss sees them). The value used is ``threshold_``.
+        A fixed value suits one feature space only: a squared distance of 40 labelled about 5 %
+        of the pairs of the digits' backbone features similar and every pair of MNIST's SimCLR
+        features.
     center_features : bool, default=True
         ``"cosine"`` only: compare the batch-centred features, :math:`\cos(f_i - \bar f, f_j -
         \bar f)` (:func:`skdeepcluster.pairwise.cosine_adjacency`). The SimCLR backbone's features
@@ -220,12 +221,12 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         "auto": "spectral" with a pretext, "online" without one. Measured on MNIST-test from one
         cached SimCLR backbone (see ``docs/benchmarks.md``): ACC 0.55 with pretext features
         (centred cosine 0.7), 0.97 with the spectral embedding (calibrated centred cosine); the
-        online default of the previous version ended at 0.54. Pretext features are pure only locally (95.6 % of
-        the 20 nearest neighbours share the class); a random batch of 64 holds few such
-        neighbours, so thresholding their centred cosine finds same-class pairs with precision
-        0.82 and recall 0.26 at 0.7 (0.54 and 0.49 at 0.5), while on the spectral embedding
-        (2,000 samples, cosine 0.5, 10 % of the pairs similar) precision and recall are 0.87
-        and 0.88.
+        online default of the previous version ended at 0.54. Pretext features are pure only
+        locally (95.6 % of the 20 nearest neighbours share the class); a random batch of 64
+        holds few such neighbours, so thresholding their centred cosine finds same-class
+        pairs with precision 0.82 and recall 0.26 at 0.7 (0.54 and 0.49 at 0.5), while on the
+        spectral embedding (2,000 samples, cosine 0.5, 10 % of the pairs similar) precision and
+        recall are 0.87 and 0.88.
     max_epochs : int or "auto", default="auto"
         Training epochs. "auto": at least 30 epochs and at least 5,000 optimisation steps (173
         epochs on the 1,797 digits, 32 on MNIST-test). The pairwise loss needs many steps:
@@ -272,7 +273,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     freeze_backbone_ : bool
         Whether the early layers were kept fixed (``freeze_backbone`` resolved).
     label_features_ : str
-        "online" or "pretext" (``label_features`` resolved).
+        "online", "pretext" or "spectral" (``label_features`` resolved).
     net_ : skorch.NeuralNet
     device_ : torch.device
     input_shape_ : tuple

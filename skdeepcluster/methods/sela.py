@@ -68,10 +68,7 @@ def kmeans_heads(heads: Sequence[nn.Linear], features: Tensor, seed: int) -> lis
     r"""Set each linear head to the nearest-centroid classifier of a k-means of ``features``.
 
     With centroids :math:`\mu_k` of the features :math:`f`, the nearest centroid maximises
-    :math:`-\lVert f - \mu_k 
-Vert^2 = 2\mu_k^	op f - \lVert\mu_k
-Vert^2 - \lVert f
-Vert^2`,
+    :math:`-\lVert f - \mu_k \rVert^2 = 2\mu_k^\top f - \lVert\mu_k\rVert^2 - \lVert f\rVert^2`,
     whose last term is the same for every cluster; so ``weight[k] = 2 mu_k / T`` and ``bias[k] =
     -||mu_k||^2 / T`` make ``argmax head(f)`` the k-means assignment exactly. ``T`` is the mean
     squared distance of the samples to their nearest centroid: the logits are distances in
@@ -305,8 +302,8 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         trains from scratch on X (the paper). "auto": "simclr" for images, None for vectors.
         Measured with the defaults of an earlier version (60 epochs, random heads): on the digits
         as 8x8 images ACC 0.97 from the SimCLR initialisation against 0.86 from scratch; on the
-        same digits as 64-D vectors 0.77 against 0.84 (SimCLR's noise-and-masking views teach vectors less than crops teach
-        images).
+        same digits as 64-D vectors 0.77 against 0.84 (SimCLR's noise-and-masking views teach
+        vectors less than crops teach images).
     head_init : {"auto", "kmeans", "random"}, default="auto"
         How the heads start. "random": PyTorch's default initialisation (the paper). "kmeans":
         each head is set to the nearest-centroid classifier of a k-means of the backbone's
