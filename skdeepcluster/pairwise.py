@@ -44,6 +44,7 @@ __all__ = [
     "knn_adjacency",
     "pairwise_adjacency",
     "calibrate_similarity",
+    "calibrated_parameter",
 ]
 
 
@@ -482,6 +483,12 @@ def _similar_fraction(batches: list[Tensor], similarity: str, params: dict) -> f
     return similar / total
 
 
+def calibrated_parameter(similarity: str) -> str:
+    """Name of the parameter :func:`calibrate_similarity` finds: ``n_neighbors`` for ``"knn"``,
+    ``threshold`` for the other criteria."""
+    return "n_neighbors" if similarity.lower() == "knn" else "threshold"
+
+
 def calibrate_similarity(
     batches: list[Tensor], similarity: str, fraction: float, *, n_steps: int = 40, **params: object
 ) -> float | int:
@@ -527,7 +534,7 @@ def calibrate_similarity(
         raise ValueError("batches must hold at least one batch of features.")
     name = similarity.lower() if isinstance(similarity, str) else similarity
     value = _bisect_similarity(batches, name, fraction, n_steps, params)
-    key = "n_neighbors" if name == "knn" else "threshold"
+    key = calibrated_parameter(name)
     reached = _similar_fraction(batches, name, {**params, key: value})
     if not fraction / 1.5 <= reached <= fraction * 1.5:
         warnings.warn(f"calibrating {name!r}: no {key} labels {fraction:.3g} of the pairs "

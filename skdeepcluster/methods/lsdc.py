@@ -19,7 +19,7 @@ from ..base import DeepClusterMixin, check_number, check_positive_int, resolve_m
 from ..composition import composite_targets, mixup, ricap
 from ..losses import consistency_mse, lsdc_pairwise_bce, rampup_weight
 from ..neighbors import neighbor_graph_embedding
-from ..pairwise import calibrate_similarity, pairwise_adjacency
+from ..pairwise import calibrate_similarity, calibrated_parameter, pairwise_adjacency
 from ..pretext import RotNet, SimCLR
 
 SIMILARITIES = ("cosine", "l2", "sne", "knn")
@@ -38,15 +38,10 @@ AUTO_MIN_EPOCHS = 30
 AUTO_MIN_STEPS = 5000
 
 
-def _calibrated_key(similarity: str) -> str:
-    """The parameter that ``threshold=None`` / ``n_neighbors=None`` leaves to calibration."""
-    return "n_neighbors" if similarity == "knn" else "threshold"
-
-
 def _calibrated(batches: list[Tensor], similarity: str, params: dict,
                 n_clusters: int) -> float | int:
     """The value of that parameter labelling 1 / n_clusters of the pairs of ``batches`` similar."""
-    key = _calibrated_key(similarity)
+    key = calibrated_parameter(similarity)
     others = {k: v for k, v in params.items() if k != key}
     return calibrate_similarity(batches, similarity, 1.0 / n_clusters, **others)
 
@@ -107,12 +102,12 @@ class LSDCObjective:
         # pairwise labels of the batch from the clean view's penultimate features (Sec. 3.2),
         # or from the fixed pretext features of the same samples
         source = (features[:n].detach() if self.label_features is None
-                  else self.label_features[idx])
-        key = _calibrated_key(self.similarity)
+                  else self.label_features[idx]).float()
+        key = calibrated_parameter(self.similarity)
         if self.similarity_params[key] is None:  # calibrate on the first batch's features
             self.similarity_params = {**self.similarity_params, key: _calibrated(
-                [source.float()], self.similarity, self.similarity_params, self.n_clusters)}
-        adjacency = pairwise_adjacency(source.float(), self.similarity, **self.similarity_params)
+                [source], self.similarity, self.similarity_params, self.n_clusters)}
+        adjacency = pairwise_adjacency(source, self.similarity, **self.similarity_params)
         if self.composition is not None:  # eq. (6): T[i, j] = sum_s w[j, s] A[i, sources[j, s]]
             target, p_other = composite_targets(adjacency, sources, weights), p_comp[0]
         else:
@@ -436,7 +431,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         random batches of the fixed label features are similar. Online labels are calibrated by
         the objective instead, on its first batch, where the features are exactly those the
         loss sees (training-mode batch norm over all the views)."""
-        key = _calibrated_key(self.similarity)
+        key = calibrated_parameter(self.similarity)
         if params[key] is None and fixed is not None:
             gen = torch.Generator().manual_seed(seed)
             batch = min(self.batch_size, len(fixed))
