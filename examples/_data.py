@@ -18,5 +18,6 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     if name in ("mnist-images", "mnist-vectors"):
         X, y = load_mnist_test()
         return (X.reshape(len(X), -1) if name == "mnist-vectors" else X), y
-    raise ValueError(f"unknown dataset {name!r}; accepted: digits, digits-images, mnist-vectors, "
-                     "mnist-images")
+    raise ValueError(
+        f"unknown dataset {name!r}; accepted: digits, digits-images, mnist-vectors, mnist-images"
+    )

@@ -75,8 +75,11 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-5, help="our L1 tolerance")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", default="float32,float64", help="dtypes for our solver")
-    parser.add_argument("--pot-dtype", default="float64",
-                        help="POT's plain Sinkhorn underflows in float32 at lam=25")
+    parser.add_argument(
+        "--pot-dtype",
+        default="float64",
+        help="POT's plain Sinkhorn underflows in float32 at lam=25",
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -88,8 +91,10 @@ def main() -> None:
     log_p = torch.log_softmax(logits, dim=1).to(args.device)
     del logits
 
-    print(f"N={args.n} K={args.k} lam={args.lam} device={args.device} "
-          f"torch threads={torch.get_num_threads()}")
+    print(
+        f"N={args.n} K={args.k} lam={args.lam} device={args.device} "
+        f"torch threads={torch.get_num_threads()}"
+    )
     rows = []
     for dtype in args.dtypes.split(","):
         ours = run_ours(log_p.to(getattr(torch, dtype)), args.lam, args.tol)
@@ -97,13 +102,17 @@ def main() -> None:
         rows.append((dtype, ours, pot))
         print(f"done {dtype}", flush=True)
 
-    print("\n| ours dtype | ours s | ours iters | ours L1 err | ours L2 err "
-          f"| POT ({args.pot_dtype}) s | POT iters | POT L1 err | POT L2 err | speed-up |")
+    print(
+        "\n| ours dtype | ours s | ours iters | ours L1 err | ours L2 err "
+        f"| POT ({args.pot_dtype}) s | POT iters | POT L1 err | POT L2 err | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for dtype, o, p in rows:
-        print(f"| {dtype} | {o['seconds']:.2f} | {o['n_iter']} | {o['l1']:.2e} | {o['l2']:.2e} "
-              f"| {p['seconds']:.2f} | {p['n_iter']} | {p['l1']:.2e} | {p['l2']:.2e} "
-              f"| {p['seconds'] / o['seconds']:.1f}x |")
+        print(
+            f"| {dtype} | {o['seconds']:.2f} | {o['n_iter']} | {o['l1']:.2e} | {o['l2']:.2e} "
+            f"| {p['seconds']:.2f} | {p['n_iter']} | {p['l1']:.2e} | {p['l2']:.2e} "
+            f"| {p['seconds'] / o['seconds']:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

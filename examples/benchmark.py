@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from _data import load
 from sklearn.cluster import KMeans
 
 import skdeepcluster
-from _data import load
 from skdeepcluster.metrics import clustering_report, format_reports
 
 
@@ -32,11 +32,16 @@ def _estimator(name: str) -> Callable[[int, str, int], Callable[[np.ndarray], np
     def make(n_clusters: int, device: str, seed: int) -> Callable[[np.ndarray], np.ndarray]:
         cls = getattr(skdeepcluster, name)
         return cls(n_clusters=n_clusters, device=device, random_state=seed).fit_predict
+
     return make
 
 
-METHODS = {"kmeans": _kmeans, "scan": _estimator("SCAN"), "sela": _estimator("SeLa"),
-           "lsdc": _estimator("LSDC")}
+METHODS = {
+    "kmeans": _kmeans,
+    "scan": _estimator("SCAN"),
+    "sela": _estimator("SeLa"),
+    "lsdc": _estimator("LSDC"),
+}
 
 
 def machine() -> str:
@@ -47,19 +52,31 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {torch.get_num_threads()} torch threads{gpu}; torch {torch.__version__}, "
-            f"skdeepcluster {skdeepcluster.__version__}")
+    return (
+        f"{cpu}, {torch.get_num_threads()} torch threads{gpu}; torch {torch.__version__}, "
+        f"skdeepcluster {skdeepcluster.__version__}"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", nargs="+", default=["digits"],
-                        choices=["digits", "digits-images", "mnist-vectors", "mnist-images"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        nargs="+",
+        default=["digits"],
+        choices=["digits", "digits-images", "mnist-vectors", "mnist-images"],
+    )
     parser.add_argument("--methods", nargs="+", default=["kmeans", "scan"], choices=sorted(METHODS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice; use 1 when the cores are shared)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; use 1 when the cores are shared)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,9 +90,20 @@ def main() -> None:
                 start = time.perf_counter()
                 labels = fit_predict(X)
                 seconds = time.perf_counter() - start
-                rows[f"{data} | {method} | seed {seed}"] = {**clustering_report(y, labels), "seconds": seconds}
-                print(format_reports({f"{data} | {method} | seed {seed}": rows[f"{data} | {method} | seed {seed}"]}),
-                      flush=True)
+                rows[f"{data} | {method} | seed {seed}"] = {
+                    **clustering_report(y, labels),
+                    "seconds": seconds,
+                }
+                print(
+                    format_reports(
+                        {
+                            f"{data} | {method} | seed {seed}": rows[
+                                f"{data} | {method} | seed {seed}"
+                            ]
+                        }
+                    ),
+                    flush=True,
+                )
     print()
     print(format_reports(rows, name="data | method | seed"))
 

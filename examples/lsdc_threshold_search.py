@@ -21,17 +21,17 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.model_selection import GridSearchCV, ShuffleSplit  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV, ShuffleSplit
 
-from skdeepcluster import LSDC  # noqa: E402
-from skdeepcluster.metrics import acc_scorer  # noqa: E402
+from skdeepcluster import LSDC
+from skdeepcluster.metrics import acc_scorer
 
 BATCH_SIZE = 256
 MAX_EPOCHS = 30
@@ -50,18 +50,27 @@ def main() -> None:
     search = GridSearchCV(
         # from scratch (pretext=None), as the committed plot was made: a SimCLR initialisation
         # per grid point would multiply the search time
-        LSDC(n_clusters=10, pretext=None, max_epochs=MAX_EPOCHS, batch_size=BATCH_SIZE,
-             random_state=0),
-        GRID, scoring=acc_scorer, cv=ShuffleSplit(n_splits=1, test_size=0.25, random_state=0),
-        refit=False)
+        LSDC(
+            n_clusters=10,
+            pretext=None,
+            max_epochs=MAX_EPOCHS,
+            batch_size=BATCH_SIZE,
+            random_state=0,
+        ),
+        GRID,
+        scoring=acc_scorer,
+        cv=ShuffleSplit(n_splits=1, test_size=0.25, random_state=0),
+        refit=False,
+    )
     start = time.perf_counter()
     search.fit(X, y)
     seconds = time.perf_counter() - start
 
     results = search.cv_results_
     rows = []
-    for params, acc, fit_time in zip(results["params"], results["mean_test_score"],
-                                     results["mean_fit_time"]):
+    for params, acc, fit_time in zip(
+        results["params"], results["mean_test_score"], results["mean_fit_time"]
+    ):
         value = params.get("threshold", params.get("n_neighbors"))
         rows.append((params["similarity"], value, acc, fit_time))
     print(f"LSDC on digits, {MAX_EPOCHS} epochs, batch {BATCH_SIZE}; ACC on a held-out 25 %")

@@ -43,7 +43,11 @@ for name, marginal in [("uniform marginal", None), ("true class proportions", pr
     report = clustering_report(y, model.labels_)
     scores = "  ".join(f"{key.upper()} {value:.3f}" for key, value in report.items())
     print(f"\n{name}: {scores}  ({seconds:.0f} s)")
-    print("  cluster sizes, predict (sorted):       ",
-          sorted(np.bincount(model.labels_, minlength=10).tolist(), reverse=True))
-    print("  cluster sizes, Sinkhorn labels (sorted):",
-          sorted(np.bincount(model.pseudo_labels_, minlength=10).tolist(), reverse=True))
+    print(
+        "  cluster sizes, predict (sorted):       ",
+        sorted(np.bincount(model.labels_, minlength=10).tolist(), reverse=True),
+    )
+    print(
+        "  cluster sizes, Sinkhorn labels (sorted):",
+        sorted(np.bincount(model.pseudo_labels_, minlength=10).tolist(), reverse=True),
+    )

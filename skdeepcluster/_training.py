@@ -95,8 +95,13 @@ class IndexBatches:
     A last batch of a single sample is dropped: batch normalisation cannot train on it.
     """
 
-    def __init__(self, dataset: _IndexRange, batch_size: int, shuffle: bool = True,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        dataset: _IndexRange,
+        batch_size: int,
+        shuffle: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.n = len(dataset)
         self.batch_size = min(batch_size, self.n)
         self.shuffle = shuffle
@@ -106,10 +111,13 @@ class IndexBatches:
         return batches_per_epoch(self.n, self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, None]]:
-        order = (torch.randperm(self.n, device=self.device) if self.shuffle
-                 else torch.arange(self.n, device=self.device))
+        order = (
+            torch.randperm(self.n, device=self.device)
+            if self.shuffle
+            else torch.arange(self.n, device=self.device)
+        )
         for start in range(0, self.n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             if idx.numel() > 1:
                 yield idx, None
 
@@ -134,8 +142,16 @@ class DeepClusterNet(NeuralNet):
         ``callbacks``, ``verbose``, ``device``, ``optimizer__weight_decay``...).
     """
 
-    def __init__(self, module: nn.Module, *, objective: Objective, data: DeviceData,
-                 log_terms: tuple[str, ...] = (), amp: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        objective: Objective,
+        data: DeviceData,
+        log_terms: tuple[str, ...] = (),
+        amp: bool = True,
+        **kwargs: Any,
+    ) -> None:
         self.objective = objective
         self.data = data
         self.log_terms = tuple(log_terms)
@@ -148,7 +164,9 @@ class DeepClusterNet(NeuralNet):
 
     def get_default_callbacks(self) -> list:
         callbacks = list(super().get_default_callbacks())
-        callbacks += [(name, PassthroughScoring(name=name, on_train=True)) for name in self.log_terms]
+        callbacks += [
+            (name, PassthroughScoring(name=name, on_train=True)) for name in self.log_terms
+        ]
         return callbacks
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -194,7 +212,9 @@ class DeepClusterNet(NeuralNet):
 
 
 @torch.no_grad()
-def batched_forward(module: nn.Module, data: DeviceData, batch_size: int, amp: bool = False) -> Tensor:
+def batched_forward(
+    module: nn.Module, data: DeviceData, batch_size: int, amp: bool = False
+) -> Tensor:
     """Run ``module`` in eval mode over all rows of ``data``; concatenate the outputs (float32).
 
     ``module`` may return a tensor or a list of tensors (one per head); a list gives a list.
@@ -206,9 +226,15 @@ def batched_forward(module: nn.Module, data: DeviceData, batch_size: int, amp: b
     try:
         for start in range(0, len(data), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(data)), device=data.device)
-            with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
+            with (
+                torch.autocast("cuda", dtype=torch.bfloat16)
+                if use_amp
+                else contextlib.nullcontext()
+            ):
                 out = module(data[idx])
-            outputs.append([o.float() for o in out] if isinstance(out, (list, tuple)) else out.float())
+            outputs.append(
+                [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
+            )
     finally:
         module.train(was_training)
     if isinstance(outputs[0], list):

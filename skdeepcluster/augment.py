@@ -7,8 +7,9 @@ its own random parameters per sample from torch's global generator (estimators s
 - :class:`VectorAugment`: Gaussian noise scaled to each feature's spread, and feature masking.
 - :class:`ImageAugment`: random resized crop (+ optional small rotation) and flip in one affine
   resampling, colour jitter (brightness, contrast, saturation), random grayscale.
-- :class:`StrongImageAugment`: ``n_ops`` random operations per sample out of a RandAugment-like list
-  (affine distortions, solarize, posterize, autocontrast, contrast, brightness, sharpness), then cutout.
+- :class:`StrongImageAugment`: ``n_ops`` random operations per sample out of a RandAugment-like
+  list (affine distortions, solarize, posterize, autocontrast, contrast, brightness, sharpness),
+  then cutout.
 """
 
 from __future__ import annotations
@@ -106,10 +107,16 @@ class ImageAugment:
         Probability of turning a colour image to gray (ignored for single-channel images).
     """
 
-    def __init__(self, crop_scale: tuple[float, float] = (0.2, 1.0),
-                 crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_prob: float = 0.5,
-                 rotation: float = 0.0, jitter: float = 0.4, jitter_prob: float = 0.8,
-                 grayscale_prob: float = 0.2) -> None:
+    def __init__(
+        self,
+        crop_scale: tuple[float, float] = (0.2, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip_prob: float = 0.5,
+        rotation: float = 0.0,
+        jitter: float = 0.4,
+        jitter_prob: float = 0.8,
+        grayscale_prob: float = 0.2,
+    ) -> None:
         self.crop_scale = crop_scale
         self.crop_ratio = crop_ratio
         self.flip_prob = flip_prob
@@ -123,16 +130,20 @@ class ImageAugment:
         area = _uniform(n, *self.crop_scale, x)
         log_ratio = _uniform(n, math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]), x)
         ratio = log_ratio.exp()
-        width = (area * ratio).sqrt().clamp(max=1.0)   # fraction of the side
+        width = (area * ratio).sqrt().clamp(max=1.0)  # fraction of the side
         height = (area / ratio).sqrt().clamp(max=1.0)
         centre_x = (torch.rand_like(width) * 2 - 1) * (1 - width)
         centre_y = (torch.rand_like(height) * 2 - 1) * (1 - height)
         flip = torch.where(_coin(n, self.flip_prob, x), -1.0, 1.0).to(x.dtype)
         angle = _uniform(n, -self.rotation, self.rotation, x) * (math.pi / 180)
         cos, sin = angle.cos(), angle.sin()
-        theta = torch.stack([
-            torch.stack([width * flip * cos, -height * sin, centre_x], 1),
-            torch.stack([width * flip * sin, height * cos, centre_y], 1)], 1)
+        theta = torch.stack(
+            [
+                torch.stack([width * flip * cos, -height * sin, centre_x], 1),
+                torch.stack([width * flip * sin, height * cos, centre_y], 1),
+            ],
+            1,
+        )
         return theta
 
     def _jitter(self, x: Tensor) -> Tensor:
@@ -143,10 +154,10 @@ class ImageAugment:
         def factor() -> Tensor:  # identity (1.0) for samples that are not jittered
             return 1 + apply * (_uniform(n, low, high, x) - 1)
 
-        x = (x * factor().view(-1, 1, 1, 1)).clamp(0, 1)                       # brightness
-        x = _blend(x, _to_gray(x).mean((2, 3), keepdim=True), factor())          # contrast
+        x = (x * factor().view(-1, 1, 1, 1)).clamp(0, 1)  # brightness
+        x = _blend(x, _to_gray(x).mean((2, 3), keepdim=True), factor())  # contrast
         if x.shape[1] == 3:
-            x = _blend(x, _to_gray(x), factor())                                 # saturation
+            x = _blend(x, _to_gray(x), factor())  # saturation
         return x
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -201,11 +212,28 @@ class StrongImageAugment:
         A weak view applied first (crop and flip); None for none.
     """
 
-    _OPS = ("identity", "rotate", "shear_x", "shear_y", "translate_x", "translate_y", "solarize",
-            "posterize", "autocontrast", "contrast", "brightness", "sharpness")
+    _OPS = (
+        "identity",
+        "rotate",
+        "shear_x",
+        "shear_y",
+        "translate_x",
+        "translate_y",
+        "solarize",
+        "posterize",
+        "autocontrast",
+        "contrast",
+        "brightness",
+        "sharpness",
+    )
 
-    def __init__(self, n_ops: int = 2, magnitude: float = 0.5, cutout: float = 0.5,
-                 base: ImageAugment | None = None) -> None:
+    def __init__(
+        self,
+        n_ops: int = 2,
+        magnitude: float = 0.5,
+        cutout: float = 0.5,
+        base: ImageAugment | None = None,
+    ) -> None:
         self.n_ops = n_ops
         self.magnitude = magnitude
         self.cutout = cutout

@@ -1,12 +1,14 @@
 """Backbones (MLP, small CNN, CIFAR ResNet-18), the default choice from X's shape, and heads.
 
-Every backbone maps a batch of raw inputs (vectors, or images in ``[0, 1]``) to ``(B, out_features)``
-features and starts with a :class:`Standardize` layer holding the training data's statistics, so a
-fitted module is self-contained: it takes the same raw data at predict time.
+Every backbone maps a batch of raw inputs (vectors, or images in ``[0, 1]``) to
+``(B, out_features)`` features and starts with a :class:`Standardize` layer holding the training
+data's statistics, so a fitted module is self-contained: it takes the same raw data at predict
+time.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +16,7 @@ from torch import Tensor, nn
 
 
 class Standardize(nn.Module):
-    """``(x - mean) / std`` with statistics stored as buffers (per feature, or per image channel)."""
+    """``(x - mean) / std``, statistics stored as buffers (per feature, or per image channel)."""
 
     def __init__(self, mean: Tensor, std: Tensor) -> None:
         super().__init__()
@@ -51,8 +53,11 @@ class MLP(nn.Sequential):
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class SmallCNN(nn.Sequential):
@@ -64,7 +69,7 @@ class SmallCNN(nn.Sequential):
 
     def __init__(self, in_channels: int, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
         layers: list[nn.Module] = _conv_bn_relu(in_channels, widths[0])
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in itertools.pairwise(widths):
             layers += _conv_bn_relu(c_in, c_out, stride=2)
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         super().__init__(*layers)
@@ -77,11 +82,14 @@ class _BasicBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             *_conv_bn_relu(c_in, c_out, stride),
-            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
         self.shortcut = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -147,12 +155,17 @@ def split_last_block(backbone: Backbone) -> tuple[nn.Module, nn.Module]:
     """
     body = backbone.body
     if not isinstance(body, nn.Sequential):
-        raise ValueError("freezing the early layers needs a backbone whose body is an "
-                         f"nn.Sequential (to find its last block); got {type(body).__name__}")
+        raise ValueError(
+            "freezing the early layers needs a backbone whose body is an "
+            f"nn.Sequential (to find its last block); got {type(body).__name__}"
+        )
     start = getattr(body, "last_block", None)
     if not isinstance(start, int):
-        with_weights = [i for i, child in enumerate(body.children())
-                        if any(isinstance(m, _WEIGHT_LAYERS) for m in child.modules())]
+        with_weights = [
+            i
+            for i, child in enumerate(body.children())
+            if any(isinstance(m, _WEIGHT_LAYERS) for m in child.modules())
+        ]
         if not with_weights:
             raise ValueError("the backbone has no linear or convolution layer to train")
         start = with_weights[-1]
@@ -161,7 +174,7 @@ def split_last_block(backbone: Backbone) -> tuple[nn.Module, nn.Module]:
 
 
 def default_body(sample_shape: tuple[int, ...]) -> nn.Module:
-    """The backbone for one sample's shape: MLP for ``(d,)``, small CNN below 32 px, else ResNet-18."""
+    """The body for one sample's shape: MLP for ``(d,)``, small CNN below 32 px, else ResNet-18."""
     if len(sample_shape) == 1:
         return MLP(sample_shape[0])
     channels, height, width = sample_shape
@@ -181,7 +194,9 @@ def output_features(body: nn.Module, sample: Tensor) -> int:
     out = body(sample[:2])
     body.train(was_training)
     if out.ndim != 2:
-        raise ValueError(f"backbone must return (batch, features); it returned shape {tuple(out.shape)}")
+        raise ValueError(
+            f"backbone must return (batch, features); it returned shape {tuple(out.shape)}"
+        )
     return int(out.shape[1])
 
 
@@ -201,8 +216,12 @@ class ProjectionModel(nn.Module):
         super().__init__()
         width = backbone.out_features
         self.backbone = backbone
-        self.projection = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width),
-                                        nn.ReLU(inplace=True), nn.Linear(width, projection_dim))
+        self.projection = nn.Sequential(
+            nn.Linear(width, width),
+            nn.BatchNorm1d(width),
+            nn.ReLU(inplace=True),
+            nn.Linear(width, projection_dim),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.projection(self.backbone(x))

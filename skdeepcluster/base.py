@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
@@ -34,8 +33,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
         raise ValueError(f"unknown device {device!r}; accepted: {_ACCEPTED_DEVICES}")
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} was asked for but CUDA is not available "
-                             "(torch.cuda.is_available() is False); use device='cpu'")
+            raise ValueError(
+                f"device={device!r} was asked for but CUDA is not available "
+                "(torch.cuda.is_available() is False); use device='cpu'"
+            )
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s)")
     return resolved
@@ -48,18 +49,31 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_number(value: Any, name: str, low: float = 0.0, high: float = float("inf"),
-                 low_open: bool = False) -> float:
+def check_number(
+    value: Any, name: str, low: float = 0.0, high: float = float("inf"), low_open: bool = False
+) -> float:
     """``value`` as a float in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) \
-            or value < low or value > high or (low_open and value == low):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not np.isfinite(value)
+        or value < low
+        or value > high
+        or (low_open and value == low)
+    ):
         bracket = "(" if low_open else "["
         raise ValueError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}")
     return float(value)
 
 
-def resolve_max_epochs(max_epochs: Any, n_samples: int, batch_size: int, min_epochs: int,
-                       min_steps: int, minimum: int = 0) -> int:
+def resolve_max_epochs(
+    max_epochs: Any,
+    n_samples: int,
+    batch_size: int,
+    min_epochs: int,
+    min_steps: int,
+    minimum: int = 0,
+) -> int:
     """``max_epochs`` as an int; ``"auto"`` gives ``max(min_epochs, ceil(min_steps / batches))``,
     ``batches`` the batches per epoch of the training loop.
 
@@ -70,12 +84,15 @@ def resolve_max_epochs(max_epochs: Any, n_samples: int, batch_size: int, min_epo
         batches = batches_per_epoch(n_samples, batch_size)
         return max(min_epochs, -(-min_steps // batches))
     if isinstance(max_epochs, str):
-        raise ValueError(f"max_epochs must be 'auto' or an integer >= {minimum}, got {max_epochs!r}")
+        raise ValueError(
+            f"max_epochs must be 'auto' or an integer >= {minimum}, got {max_epochs!r}"
+        )
     return check_positive_int(max_epochs, "max_epochs", minimum)
 
 
-def check_float_matrix(t: Any, name: str, shape: str, per_row: str, min_rows: int = 1,
-                       hint: str = "") -> None:
+def check_float_matrix(
+    t: Any, name: str, shape: str, per_row: str, min_rows: int = 1, hint: str = ""
+) -> None:
     """ValueError unless ``t`` is a 2-D floating tensor with ``>= min_rows`` rows and a column.
 
     ``shape`` (e.g. ``"(N, K)"``) and ``per_row`` (what a row holds) go into the messages.
@@ -83,13 +100,17 @@ def check_float_matrix(t: Any, name: str, shape: str, per_row: str, min_rows: in
     if not isinstance(t, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape {shape}; got {type(t).__name__}.")
     if t.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D tensor of shape {shape} ({per_row}); "
-                         f"got shape {tuple(t.shape)}.{hint}")
+        raise ValueError(
+            f"{name} must be a 2-D tensor of shape {shape} ({per_row}); "
+            f"got shape {tuple(t.shape)}.{hint}"
+        )
     if not t.is_floating_point():
         raise ValueError(f"{name} must have a floating dtype; got {t.dtype}.")
     if t.shape[0] < min_rows or t.shape[1] < 1:
-        raise ValueError(f"{name} must have at least {min_rows} row(s) and one column; "
-                         f"got shape {tuple(t.shape)}.")
+        raise ValueError(
+            f"{name} must have at least {min_rows} row(s) and one column; "
+            f"got shape {tuple(t.shape)}."
+        )
 
 
 class DeepEstimatorMixin:
@@ -111,14 +132,24 @@ class DeepEstimatorMixin:
         means channels or height depending on the layout; ``input_shape_`` is what gets checked.
         """
         if reset and hasattr(X, "ndim") and X.ndim not in (2, 3, 4):
-            raise ValueError(f"X must be 2-D (n_samples, n_features), 3-D (n, height, width) or 4-D "
-                             f"(n, channels, height, width); got {X.ndim}-D shape {X.shape}")
+            raise ValueError(
+                f"X must be 2-D (n_samples, n_features), 3-D (n, height, width) or 4-D "
+                f"(n, channels, height, width); got {X.ndim}-D shape {X.shape}"
+            )
         X_in = X
-        X = check_array(X, allow_nd=True, ensure_min_samples=2 if reset else 1,
-                        dtype=(np.float32, np.float64, np.uint8), input_name="X", estimator=self)
+        X = check_array(
+            X,
+            allow_nd=True,
+            ensure_min_samples=2 if reset else 1,
+            dtype=(np.float32, np.float64, np.uint8),
+            input_name="X",
+            estimator=self,
+        )
         if X.ndim not in (2, 3, 4):
-            raise ValueError(f"X must be 2-D (n_samples, n_features), 3-D (n, height, width) or 4-D "
-                             f"(n, channels, height, width); got {X.ndim}-D shape {X.shape}")
+            raise ValueError(
+                f"X must be 2-D (n_samples, n_features), 3-D (n, height, width) or 4-D "
+                f"(n, channels, height, width); got {X.ndim}-D shape {X.shape}"
+            )
         if X.ndim == 2 or reset:  # feature names and count (vectors), or forget the old ones
             validate_data(self, X_in if X.ndim == 2 else X, reset=reset, skip_check_array=True)
         if X.ndim == 3:
@@ -129,8 +160,10 @@ class DeepEstimatorMixin:
             self.input_shape_ = tuple(X.shape[1:])
             self.n_features_in_ = int(np.prod(self.input_shape_))
         elif tuple(X.shape[1:]) != self.input_shape_:
-            raise ValueError(f"X has sample shape {tuple(X.shape[1:])}, but {type(self).__name__} "
-                             f"was fitted on {self.input_shape_}")
+            raise ValueError(
+                f"X has sample shape {tuple(X.shape[1:])}, but {type(self).__name__} "
+                f"was fitted on {self.input_shape_}"
+            )
         # writable: torch must not wrap read-only memory (e.g. GridSearchCV's memmaps)
         return np.require(X, requirements=("C", "W"))
 
@@ -139,8 +172,10 @@ class DeepEstimatorMixin:
         check_number(self.lr, "lr", 0.0, low_open=True)
         check_number(self.weight_decay, "weight_decay")
         if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
-            raise ValueError("callbacks must be None or a list of skorch callbacks or (name, callback) "
-                             f"pairs; got {type(self.callbacks).__name__}")
+            raise ValueError(
+                "callbacks must be None or a list of skorch callbacks or (name, callback) "
+                f"pairs; got {type(self.callbacks).__name__}"
+            )
 
     def _device(self) -> torch.device:
         return resolve_device(self.device)
@@ -160,23 +195,42 @@ class DeepEstimatorMixin:
             torch.manual_seed(seed)
             yield
 
-    def _make_net(self, module: nn.Module, objective: Objective, data: DeviceData, max_epochs: int,
-                  lr: float | None = None, log_terms: tuple[str, ...] = (),
-                  callbacks: bool = True, group_lrs: dict[str, float] | None = None
-                  ) -> DeepClusterNet:
+    def _make_net(
+        self,
+        module: nn.Module,
+        objective: Objective,
+        data: DeviceData,
+        max_epochs: int,
+        lr: float | None = None,
+        log_terms: tuple[str, ...] = (),
+        callbacks: bool = True,
+        group_lrs: dict[str, float] | None = None,
+    ) -> DeepClusterNet:
         """A :class:`DeepClusterNet` with this estimator's optimiser settings and callbacks.
 
         ``group_lrs`` maps parameter-name patterns (skorch's ``param_groups`` syntax, e.g.
         ``"heads.*"``) to their own learning rates.
         """
-        user_callbacks = copy.deepcopy(list(self.callbacks)) if (callbacks and self.callbacks) else []
+        user_callbacks = (
+            copy.deepcopy(list(self.callbacks)) if (callbacks and self.callbacks) else []
+        )
         groups = [(pattern, {"lr": value}) for pattern, value in (group_lrs or {}).items()]
         return DeepClusterNet(
-            module, objective=objective, data=data, log_terms=log_terms,
-            optimizer=torch.optim.AdamW, lr=self.lr if lr is None else lr,
-            optimizer__weight_decay=self.weight_decay, optimizer__param_groups=groups,
-            max_epochs=max_epochs, batch_size=self.batch_size, callbacks=user_callbacks,
-            verbose=int(bool(self.verbose)), device=str(data.device), amp=True)
+            module,
+            objective=objective,
+            data=data,
+            log_terms=log_terms,
+            optimizer=torch.optim.AdamW,
+            lr=self.lr if lr is None else lr,
+            optimizer__weight_decay=self.weight_decay,
+            optimizer__param_groups=groups,
+            max_epochs=max_epochs,
+            batch_size=self.batch_size,
+            callbacks=user_callbacks,
+            verbose=int(bool(self.verbose)),
+            device=str(data.device),
+            amp=True,
+        )
 
     def _forward_all(self, module: nn.Module, X: np.ndarray) -> Tensor | list[Tensor]:
         """``module`` over all of validated ``X`` on the fitted device, in batches, eval mode."""

@@ -29,7 +29,7 @@ import torch
 from scipy.special import betaincinv
 from torch import Tensor
 
-__all__ = ["blend", "mixup", "ricap", "composite_targets"]
+__all__ = ["blend", "composite_targets", "mixup", "ricap"]
 
 
 # ---------------------------------------------------------------------------
@@ -55,13 +55,17 @@ def _check_concentration(value: object, name: str) -> float:
         raise ValueError(f"{name} must be a positive real number; got {value!r}.")
     value = float(value)
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number (Beta({name}, {name})); got {value}.")
+        raise ValueError(
+            f"{name} must be a positive finite number (Beta({name}, {name})); got {value}."
+        )
     return value
 
 
 def _check_generator(generator: object) -> None:
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}.")
+        raise ValueError(
+            f"generator must be a torch.Generator or None; got {type(generator).__name__}."
+        )
 
 
 def _rng_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
@@ -85,7 +89,8 @@ def _check_sources(sources: Tensor, weights: Tensor, n_items: int, item_name: st
         raise ValueError(f"sources must hold integer indices; got dtype {sources.dtype}.")
     if weights.shape != sources.shape:
         raise ValueError(
-            f"weights must have the shape of sources {tuple(sources.shape)}; got {tuple(weights.shape)}."
+            f"weights must have the shape of sources {tuple(sources.shape)}; "
+            f"got {tuple(weights.shape)}."
         )
     if not weights.is_floating_point():
         raise ValueError(f"weights must have a floating dtype; got {weights.dtype}.")
@@ -196,7 +201,9 @@ def mixup(
     _check_generator(generator)
     b = x.shape[0]
     device = _rng_device(generator, x.device)
-    w = torch.from_numpy(_sample_symmetric_beta(b, a, generator, device)).to(device=x.device, dtype=x.dtype)
+    w = torch.from_numpy(_sample_symmetric_beta(b, a, generator, device)).to(
+        device=x.device, dtype=x.dtype
+    )
     perm = torch.randperm(b, generator=generator, device=device).to(x.device)
     sources = torch.stack([torch.arange(b, device=x.device), perm], dim=1)
     weights = torch.stack([w, 1 - w], dim=1)
@@ -288,7 +295,9 @@ def ricap(
         areas.append(ph * pw)
         if ph == 0 or pw == 0:
             continue
-        y0 = torch.randint(0, height - ph + 1, (b,), generator=generator, device=device).to(x.device)
+        y0 = torch.randint(0, height - ph + 1, (b,), generator=generator, device=device).to(
+            x.device
+        )
         x0 = torch.randint(0, width - pw + 1, (b,), generator=generator, device=device).to(x.device)
         rows = y0[:, None] + torch.arange(ph, device=x.device)  # (B, ph)
         cols = x0[:, None] + torch.arange(pw, device=x.device)  # (B, pw)
@@ -345,12 +354,18 @@ def composite_targets(adjacency: Tensor, sources: Tensor, weights: Tensor) -> Te
         For shape, dtype or range errors in the arguments.
     """
     if not isinstance(adjacency, Tensor) or adjacency.ndim != 2:
-        shape = tuple(adjacency.shape) if isinstance(adjacency, Tensor) else type(adjacency).__name__
+        shape = (
+            tuple(adjacency.shape) if isinstance(adjacency, Tensor) else type(adjacency).__name__
+        )
         raise ValueError(f"adjacency must be a 2-D tensor of shape (N, B); got {shape}.")
     if adjacency.is_complex():
         raise ValueError("adjacency must be real (boolean or floating).")
     _check_sources(sources, weights, adjacency.shape[1], "columns of adjacency")
-    dtype = torch.promote_types(weights.dtype, adjacency.dtype) if adjacency.is_floating_point() else weights.dtype
+    dtype = (
+        torch.promote_types(weights.dtype, adjacency.dtype)
+        if adjacency.is_floating_point()
+        else weights.dtype
+    )
     a = adjacency.to(dtype)
     idx = sources.to(device=a.device, dtype=torch.int64)
     w = weights.to(device=a.device, dtype=dtype)

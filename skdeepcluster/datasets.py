@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.utils import Bunch
 
-__all__ = ["read_idx", "load_mnist_test", "load_digits_images"]
+__all__ = ["load_digits_images", "load_mnist_test", "read_idx"]
 
 #: IDX type codes (third byte of the magic number); all data is big-endian.
 _IDX_DTYPES: dict[int, np.dtype] = {

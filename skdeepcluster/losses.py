@@ -42,7 +42,9 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
         when all projections are identical.
     """
     if z_a.shape != z_b.shape or z_a.ndim != 2:
-        raise ValueError(f"z_a and z_b must both be (N, D); got {tuple(z_a.shape)} and {tuple(z_b.shape)}")
+        raise ValueError(
+            f"z_a and z_b must both be (N, D); got {tuple(z_a.shape)} and {tuple(z_b.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     n = z_a.shape[0]
@@ -64,7 +66,9 @@ class SCANLoss(NamedTuple):
     entropy: Tensor
 
 
-def scan_loss(anchor_logits: Tensor, neighbor_logits: Tensor, entropy_weight: float = 5.0) -> SCANLoss:
+def scan_loss(
+    anchor_logits: Tensor, neighbor_logits: Tensor, entropy_weight: float = 5.0
+) -> SCANLoss:
     """SCAN clustering loss (Van Gansbeke et al., ECCV 2020, eq. 2).
 
     With ``Phi(X)`` the soft assignments (softmax of the logits) of anchors ``X`` and of one mined
@@ -90,8 +94,10 @@ def scan_loss(anchor_logits: Tensor, neighbor_logits: Tensor, entropy_weight: fl
         ``(total, consistency, entropy)``; entropy of the mean anchor assignment, in nats.
     """
     if anchor_logits.shape != neighbor_logits.shape or anchor_logits.ndim != 2:
-        raise ValueError("anchor_logits and neighbor_logits must both be (N, K); got "
-                         f"{tuple(anchor_logits.shape)} and {tuple(neighbor_logits.shape)}")
+        raise ValueError(
+            "anchor_logits and neighbor_logits must both be (N, K); got "
+            f"{tuple(anchor_logits.shape)} and {tuple(neighbor_logits.shape)}"
+        )
     log_p_anchor = F.log_softmax(anchor_logits.float(), dim=1)
     log_p_neighbor = F.log_softmax(neighbor_logits.float(), dim=1)
     consistency = -torch.logsumexp(log_p_anchor + log_p_neighbor, dim=1).mean()
@@ -122,8 +128,10 @@ def self_label_loss(strong_logits: Tensor, weak_probs: Tensor, threshold: float 
         Confidence threshold in ``[0, 1)``.
     """
     if strong_logits.shape != weak_probs.shape or strong_logits.ndim != 2:
-        raise ValueError("strong_logits and weak_probs must both be (N, K); got "
-                         f"{tuple(strong_logits.shape)} and {tuple(weak_probs.shape)}")
+        raise ValueError(
+            "strong_logits and weak_probs must both be (N, K); got "
+            f"{tuple(strong_logits.shape)} and {tuple(weak_probs.shape)}"
+        )
     confidence, targets = weak_probs.detach().max(1)
     mask = confidence > threshold
     if not bool(mask.any()):
@@ -317,7 +325,11 @@ def rampup_weight(step: float, rampup_steps: float, max_weight: float) -> float:
     """
     values = {}
     for name, value in (("step", step), ("rampup_steps", rampup_steps), ("max_weight", max_weight)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(float(value))
+        ):
             raise ValueError(f"{name} must be a finite real number; got {value!r}.")
         values[name] = float(value)
     t, big_t, lam = values["step"], values["rampup_steps"], values["max_weight"]

@@ -19,8 +19,8 @@ from sklearn.metrics import (
 )
 
 __all__ = [
-    "cluster_accuracy",
     "acc_scorer",
+    "cluster_accuracy",
     "clustering_report",
     "format_reports",
 ]
@@ -53,9 +53,7 @@ def _contingency(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     pred_idx = pred_idx.ravel()
     n_classes = int(true_idx.max()) + 1
     n_clusters = int(pred_idx.max()) + 1
-    counts = np.bincount(
-        pred_idx * n_classes + true_idx, minlength=n_clusters * n_classes
-    )
+    counts = np.bincount(pred_idx * n_classes + true_idx, minlength=n_clusters * n_classes)
     return counts.reshape(n_clusters, n_classes)
 
 

@@ -35,7 +35,9 @@ def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = 1024) -
     """
     n = features.shape[0]
     if not 1 <= n_neighbors < n:
-        raise ValueError(f"n_neighbors must be in [1, n_samples - 1] = [1, {n - 1}], got {n_neighbors}")
+        raise ValueError(
+            f"n_neighbors must be in [1, n_samples - 1] = [1, {n - 1}], got {n_neighbors}"
+        )
     unit = F.normalize(features.float(), dim=1)
     out = torch.empty(n, n_neighbors, dtype=torch.long, device=features.device)
     for start in range(0, n, block_size):
@@ -47,8 +49,9 @@ def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = 1024) -
     return out
 
 
-def neighbor_graph_embedding(features: Tensor, n_components: int, n_neighbors: int = 10,
-                             random_state: int | None = None) -> Tensor:
+def neighbor_graph_embedding(
+    features: Tensor, n_components: int, n_neighbors: int = 10, random_state: int | None = None
+) -> Tensor:
     r"""Spectral embedding of the cosine k-nearest-neighbour graph of ``features``, rows unit norm.
 
     Builds the symmetrised graph :math:`W = \tfrac12 (G + G^\top)` with :math:`G_{ij} = 1` when
@@ -86,8 +89,9 @@ def neighbor_graph_embedding(features: Tensor, n_components: int, n_neighbors: i
     rows = np.repeat(np.arange(n), neighbors.shape[1])
     graph = sparse.csr_matrix((np.ones(rows.size), (rows, neighbors.ravel())), shape=(n, n))
     graph = 0.5 * (graph + graph.T)
-    embedding = spectral_embedding(graph, n_components=n_components, random_state=random_state,
-                                   drop_first=True)
+    embedding = spectral_embedding(
+        graph, n_components=n_components, random_state=random_state, drop_first=True
+    )
     embedding /= np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     return torch.as_tensor(embedding, dtype=torch.float32, device=features.device)
 
@@ -171,9 +175,13 @@ class NeighborMiner(TransformerMixin, BaseEstimator):
         check_positive_int(self.n_neighbors, "n_neighbors")
         check_positive_int(self.block_size, "block_size")
         if self.n_neighbors >= X.shape[0]:
-            raise ValueError(f"n_neighbors={self.n_neighbors} must be smaller than the number of "
-                             f"samples ({X.shape[0]})")
-        features = torch.as_tensor(np.require(X, requirements="W"), dtype=torch.float32, device=resolve_device(self.device))
+            raise ValueError(
+                f"n_neighbors={self.n_neighbors} must be smaller than the number of "
+                f"samples ({X.shape[0]})"
+            )
+        features = torch.as_tensor(
+            np.require(X, requirements="W"), dtype=torch.float32, device=resolve_device(self.device)
+        )
         return to_numpy(mine_neighbors(features, self.n_neighbors, self.block_size))
 
     def fit(self, X: Any, y: Any = None) -> NeighborMiner:
@@ -185,10 +193,13 @@ class NeighborMiner(TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> NeighborFeatures:
         """``X`` with the neighbours of each row among the rows of ``X``."""
         check_is_fitted(self, "neighbors_")
-        X = validate_data(self, X, reset=False, ensure_min_samples=2, dtype=(np.float32, np.float64))
+        X = validate_data(
+            self, X, reset=False, ensure_min_samples=2, dtype=(np.float32, np.float64)
+        )
         return NeighborFeatures.wrap(X, self._mine(X))
 
     def fit_transform(self, X: Any, y: Any = None) -> NeighborFeatures:
         self.fit(X)
-        return NeighborFeatures.wrap(validate_data(self, X, reset=False, dtype=(np.float32, np.float64)),
-                                     self.neighbors_)
+        return NeighborFeatures.wrap(
+            validate_data(self, X, reset=False, dtype=(np.float32, np.float64)), self.neighbors_
+        )

@@ -35,6 +35,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 __all__ = ["SinkhornResult", "sinkhorn_knopp"]
 
+
 @dataclass(frozen=True)
 class SinkhornResult:
     """Output of :func:`sinkhorn_knopp`.
@@ -92,13 +93,10 @@ def _as_float_tensor(log_probs: object) -> torch.Tensor:
     """Return ``log_probs`` as a floating tensor in the compute dtype."""
     x = torch.as_tensor(log_probs)
     if not x.is_floating_point():
-        raise ValueError(
-            f"log_probs must have a floating dtype, got {x.dtype}."
-        )
+        raise ValueError(f"log_probs must have a floating dtype, got {x.dtype}.")
     if x.ndim != 2:
         raise ValueError(
-            f"log_probs must be 2-D (n_samples, n_clusters), got shape "
-            f"{tuple(x.shape)}."
+            f"log_probs must be 2-D (n_samples, n_clusters), got shape {tuple(x.shape)}."
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"log_probs must be non-empty, got shape {tuple(x.shape)}.")
@@ -130,9 +128,7 @@ def _cluster_marginal(
         return torch.full((n_clusters,), 1.0 / n_clusters, dtype=like.dtype, device=like.device)
     r = torch.as_tensor(cluster_marginal).to(device=like.device, dtype=torch.float64)
     if r.ndim != 1 or r.shape[0] != n_clusters:
-        raise ValueError(
-            f"cluster_marginal must have shape ({n_clusters},), got {tuple(r.shape)}."
-        )
+        raise ValueError(f"cluster_marginal must have shape ({n_clusters},), got {tuple(r.shape)}.")
     if not bool(torch.isfinite(r).all()) or not bool((r > 0).all()):
         raise ValueError("cluster_marginal must be finite and strictly positive.")
     return (r / r.sum()).to(like.dtype)

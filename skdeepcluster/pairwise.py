@@ -37,14 +37,14 @@ from torch import Tensor
 from .base import check_float_matrix
 
 __all__ = [
-    "cosine_adjacency",
-    "l2_adjacency",
-    "sne_joint_probabilities",
-    "sne_adjacency",
-    "knn_adjacency",
-    "pairwise_adjacency",
     "calibrate_similarity",
     "calibrated_parameter",
+    "cosine_adjacency",
+    "knn_adjacency",
+    "l2_adjacency",
+    "pairwise_adjacency",
+    "sne_adjacency",
+    "sne_joint_probabilities",
 ]
 
 
@@ -55,8 +55,14 @@ __all__ = [
 
 def _check_features(f: Tensor, name: str = "f", min_samples: int = 1) -> Tensor:
     """Validate a (B, d) floating feature batch; return it detached, >= float32."""
-    check_float_matrix(f, name, "(B, d)", "one feature vector per row", min_samples,
-                       hint=" Flatten image features first.")
+    check_float_matrix(
+        f,
+        name,
+        "(B, d)",
+        "one feature vector per row",
+        min_samples,
+        hint=" Flatten image features first.",
+    )
     return f.detach().to(torch.promote_types(f.dtype, torch.float32))
 
 
@@ -64,7 +70,9 @@ def _check_real(value: object, name: str) -> float:
     """Return ``value`` as a finite Python float or raise a ValueError."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
-            raise ValueError(f"{name} must be a real number; got a tensor of shape {tuple(value.shape)}.")
+            raise ValueError(
+                f"{name} must be a real number; got a tensor of shape {tuple(value.shape)}."
+            )
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number; got {value!r}.")
@@ -221,7 +229,9 @@ def l2_adjacency(f: Tensor, threshold: float, *, normalize: bool = False) -> Ten
     return _finish(d < tau, dtype)
 
 
-def sne_joint_probabilities(f: Tensor, temperature: float = 1.0, *, normalize: bool = False) -> Tensor:
+def sne_joint_probabilities(
+    f: Tensor, temperature: float = 1.0, *, normalize: bool = False
+) -> Tensor:
     r"""Symmetric SNE joint probabilities of a batch (LSD-C, eqs. 1-2).
 
     Computes, with one shared bandwidth (temperature :math:`T`) for all
@@ -537,15 +547,23 @@ def calibrate_similarity(
     key = calibrated_parameter(name)
     reached = _similar_fraction(batches, name, {**params, key: value})
     if not fraction / 1.5 <= reached <= fraction * 1.5:
-        warnings.warn(f"calibrating {name!r}: no {key} labels {fraction:.3g} of the pairs "
-                      f"similar; {key}={value:.4g} gives {reached:.3g}"
-                      + (" (raise the SNE temperature towards the squared distances)"
-                         if name == "sne" else ""), UserWarning, stacklevel=2)
+        warnings.warn(
+            f"calibrating {name!r}: no {key} labels {fraction:.3g} of the pairs "
+            f"similar; {key}={value:.4g} gives {reached:.3g}"
+            + (
+                " (raise the SNE temperature towards the squared distances)"
+                if name == "sne"
+                else ""
+            ),
+            UserWarning,
+            stacklevel=2,
+        )
     return value
 
 
-def _bisect_similarity(batches: list[Tensor], name: str, fraction: float, n_steps: int,
-                       params: dict) -> float | int:
+def _bisect_similarity(
+    batches: list[Tensor], name: str, fraction: float, n_steps: int, params: dict
+) -> float | int:
     """The search behind :func:`calibrate_similarity` (``name`` lower case)."""
     if name == "knn":
         smallest = min(f.shape[0] for f in batches)

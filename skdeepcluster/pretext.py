@@ -14,10 +14,8 @@ from torch import Tensor, nn
 from ._training import DeviceData
 from .augment import default_augmentations
 from .backbones import Backbone, ClusterModel, ProjectionModel, build_backbone
-from .base import (DeepEstimatorMixin, check_number, check_positive_int, resolve_max_epochs,
-                   to_numpy)
+from .base import DeepEstimatorMixin, check_number, check_positive_int, resolve_max_epochs, to_numpy
 from .losses import nt_xent
-
 
 #: SimCLR's ``max_epochs="auto"``: at least this many epochs and this many optimisation steps.
 AUTO_MIN_EPOCHS = 60
@@ -51,7 +49,9 @@ class PretextMixin(DeepEstimatorMixin):
     def _build_backbone(self, data: DeviceData) -> Backbone:
         body = None if self.backbone is None else copy.deepcopy(self.backbone)
         if body is not None and not isinstance(body, nn.Module):
-            raise ValueError(f"backbone must be None or a torch.nn.Module, got {type(body).__name__}")
+            raise ValueError(
+                f"backbone must be None or a torch.nn.Module, got {type(body).__name__}"
+            )
         return build_backbone(data.subset(), body)
 
 
@@ -115,11 +115,21 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
     n_features_in_ : int
     """
 
-    def __init__(self, backbone: nn.Module | None = None, projection_dim: int = 128,
-                 temperature: float = 0.5, max_epochs: int | str = "auto", batch_size: int = 256,
-                 lr: float = 3e-3, weight_decay: float = 1e-4, augment: Callable | None = None,
-                 device: str = "cpu", random_state: Any = None, verbose: int = 0,
-                 callbacks: list | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module | None = None,
+        projection_dim: int = 128,
+        temperature: float = 0.5,
+        max_epochs: int | str = "auto",
+        batch_size: int = 256,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        augment: Callable | None = None,
+        device: str = "cpu",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list | None = None,
+    ) -> None:
         self.backbone = backbone
         self.projection_dim = projection_dim
         self.temperature = temperature
@@ -144,15 +154,17 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         check_positive_int(self.projection_dim, "projection_dim")
         check_number(self.temperature, "temperature", 0.0, low_open=True)
         X = self._validate_input(X, reset=True)
-        self.n_epochs_ = resolve_max_epochs(self.max_epochs, len(X), self.batch_size,
-                                            AUTO_MIN_EPOCHS, AUTO_MIN_STEPS)
+        self.n_epochs_ = resolve_max_epochs(
+            self.max_epochs, len(X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
+        )
         self.device_ = self._device()
         with self._seeded(self.device_):
             data = DeviceData(X, self.device_)
             augment = self.augment or default_augmentations(data.subset())[0]
             self.module_ = ProjectionModel(self._build_backbone(data), self.projection_dim)
-            self.net_ = self._make_net(self.module_, SimCLRObjective(augment, self.temperature),
-                                       data, self.n_epochs_)
+            self.net_ = self._make_net(
+                self.module_, SimCLRObjective(augment, self.temperature), data, self.n_epochs_
+            )
             self.net_.fit_on_data()
         self.net_.release_data()
         self.module_ = self.net_.module_
@@ -230,10 +242,19 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
         Values per image, ``c * h * w``.
     """
 
-    def __init__(self, backbone: nn.Module | None = None, max_epochs: int = 30,
-                 batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 augment: Callable | None = None, device: str = "cpu", random_state: Any = None,
-                 verbose: int = 0, callbacks: list | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module | None = None,
+        max_epochs: int = 30,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        augment: Callable | None = None,
+        device: str = "cpu",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list | None = None,
+    ) -> None:
         self.backbone = backbone
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -258,19 +279,24 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
         max_epochs = check_positive_int(self.max_epochs, "max_epochs", 0)
         X = self._validate_input(X, reset=True)
         if X.ndim != 4:  # 3-D input has become (n, 1, h, w) here; 2-D is vectors
-            raise ValueError("RotNet needs images, (n, height, width) or (n, channels, height, "
-                             f"width); got 2-D vectors of shape {X.shape}. Use SimCLR for vectors.")
+            raise ValueError(
+                "RotNet needs images, (n, height, width) or (n, channels, height, "
+                f"width); got 2-D vectors of shape {X.shape}. Use SimCLR for vectors."
+            )
         if X.shape[2] != X.shape[3]:
-            raise ValueError(f"RotNet needs square images (a rotation by 90 degrees would change "
-                             f"their shape); got height {X.shape[2]} != width {X.shape[3]}")
+            raise ValueError(
+                f"RotNet needs square images (a rotation by 90 degrees would change "
+                f"their shape); got height {X.shape[2]} != width {X.shape[3]}"
+            )
         self.device_ = self._device()
         with self._seeded(self.device_):
             data = DeviceData(X, self.device_)
             augment = self.augment or default_augmentations(data.subset())[0]
             backbone = self._build_backbone(data)
             self.module_ = ClusterModel(backbone, backbone.out_features, [4])
-            self.net_ = self._make_net(self.module_, RotNetObjective(augment), data, max_epochs,
-                                       log_terms=("accuracy",))
+            self.net_ = self._make_net(
+                self.module_, RotNetObjective(augment), data, max_epochs, log_terms=("accuracy",)
+            )
             self.net_.fit_on_data()
         self.net_.release_data()
         self.module_ = self.net_.module_

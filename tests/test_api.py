@@ -13,8 +13,7 @@ from skorch.callbacks import Callback
 from skorch.history import History
 from torch import nn
 
-from skdeepcluster import SCAN, NeighborMiner, SimCLR
-from skdeepcluster import pretext
+from skdeepcluster import SCAN, NeighborMiner, SimCLR, pretext
 from skdeepcluster._training import IndexBatches, _IndexRange, batches_per_epoch
 from skdeepcluster.base import resolve_max_epochs
 from skdeepcluster.datasets import load_digits_images, load_mnist_test
@@ -33,9 +32,17 @@ def tiny_simclr(**kwargs):
 
 
 def tiny_scan(**kwargs):
-    params = dict(n_clusters=3, pretext=tiny_simclr(), max_epochs=1, self_label_epochs=1,
-                  confidence_threshold=0.0, n_neighbors=3, n_heads=2, batch_size=32,
-                  random_state=0)
+    params = dict(
+        n_clusters=3,
+        pretext=tiny_simclr(),
+        max_epochs=1,
+        self_label_epochs=1,
+        confidence_threshold=0.0,
+        n_neighbors=3,
+        n_heads=2,
+        batch_size=32,
+        random_state=0,
+    )
     return SCAN(**{**params, **kwargs})
 
 
@@ -65,8 +72,18 @@ def test_pipeline_and_grid_search(blobs):
     pipe = make_pipeline(
         SimCLR(max_epochs=2, batch_size=32, projection_dim=8, random_state=0),
         NeighborMiner(n_neighbors=5),
-        SCAN(n_clusters=3, pretext=None, max_epochs=5, head_lr=1e-2, self_label_epochs=1,
-             confidence_threshold=0.5, n_neighbors=5, n_heads=2, batch_size=32, random_state=0),
+        SCAN(
+            n_clusters=3,
+            pretext=None,
+            max_epochs=5,
+            head_lr=1e-2,
+            self_label_epochs=1,
+            confidence_threshold=0.5,
+            n_neighbors=5,
+            n_heads=2,
+            batch_size=32,
+            random_state=0,
+        ),
     )
     search = GridSearchCV(pipe, {"scan__entropy_weight": [2.0, 5.0]}, scoring=acc_scorer, cv=2)
     search.fit(X, y)
@@ -108,8 +125,9 @@ def test_scan_on_uint8_images(uint8_images):
     assert scan.labels_.shape == (64,)
     np.testing.assert_array_equal(scan.predict(X), scan.labels_)
     # uint8 pixels are read as [0, 1]: the same images as floats give the same clusters
-    np.testing.assert_allclose(scan.predict_proba(X), scan.predict_proba(X / np.float32(255)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        scan.predict_proba(X), scan.predict_proba(X / np.float32(255)), atol=1e-5
+    )
 
 
 def test_user_backbone_is_used_and_not_modified(digits64):
@@ -152,8 +170,10 @@ def test_same_random_state_same_results(blobs):
     first, second = tiny_scan(random_state=3).fit(X), tiny_scan(random_state=3).fit(X)
     np.testing.assert_array_equal(first.labels_, second.labels_)
     np.testing.assert_array_equal(first.predict_proba(X), second.predict_proba(X))
-    np.testing.assert_array_equal(tiny_simclr(random_state=3).fit(X).transform(X),
-                                  tiny_simclr(random_state=3).fit(X).transform(X))
+    np.testing.assert_array_equal(
+        tiny_simclr(random_state=3).fit(X).transform(X),
+        tiny_simclr(random_state=3).fit(X).transform(X),
+    )
 
 
 def test_fit_leaves_global_random_state_alone(blobs):
@@ -185,34 +205,44 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("make_estimator", [tiny_scan, tiny_simclr], ids=["SCAN", "SimCLR"])
-@pytest.mark.parametrize(("make_X", "match"), [b[1:] for b in BAD_INPUTS],
-                         ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("make_X", "match"), [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS]
+)
 def test_bad_X_is_refused(blobs, make_estimator, make_X, match):
     with pytest.raises(ValueError, match=match):
         make_estimator().fit(make_X(blobs[0]))
 
 
-@pytest.mark.parametrize(("params", "match"), [
-    (dict(n_clusters=1), "n_clusters must be an integer >= 2"),
-    (dict(n_clusters=0), "n_clusters must be an integer >= 2"),
-    (dict(n_clusters=121), r"n_clusters=121 must not exceed the number of samples \(120\)"),
-    (dict(n_neighbors=120), r"n_neighbors=120 must be smaller than the number of samples \(120\)"),
-    (dict(device="tpu"), "unknown device 'tpu'"),
-    (dict(pretext="rotnet"), "pretext must be"),
-    (dict(confidence_threshold=1.5), "confidence_threshold must be a number in"),
-    (dict(self_label_lr=0.0), "self_label_lr must be a number in"),
-])
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        (dict(n_clusters=1), "n_clusters must be an integer >= 2"),
+        (dict(n_clusters=0), "n_clusters must be an integer >= 2"),
+        (dict(n_clusters=121), r"n_clusters=121 must not exceed the number of samples \(120\)"),
+        (
+            dict(n_neighbors=120),
+            r"n_neighbors=120 must be smaller than the number of samples \(120\)",
+        ),
+        (dict(device="tpu"), "unknown device 'tpu'"),
+        (dict(pretext="rotnet"), "pretext must be"),
+        (dict(confidence_threshold=1.5), "confidence_threshold must be a number in"),
+        (dict(self_label_lr=0.0), "self_label_lr must be a number in"),
+    ],
+)
 def test_bad_scan_parameters_are_refused(blobs, params, match):
     with pytest.raises(ValueError, match=match):
         tiny_scan(**params).fit(blobs[0])
 
 
-@pytest.mark.parametrize("n_samples, batch_size, expected", [
-    (1797, 256, 188),    # digits: 8 batches per epoch -> ceil(1500 / 8) epochs
-    (10_000, 256, 60),   # MNIST-test: 40 batches per epoch -> the 60-epoch floor
-    (100, 256, 1500),    # one batch per epoch
-    (129, 64, 750),      # the loop drops a last batch of one sample: 2 batches per epoch
-])
+@pytest.mark.parametrize(
+    "n_samples, batch_size, expected",
+    [
+        (1797, 256, 188),  # digits: 8 batches per epoch -> ceil(1500 / 8) epochs
+        (10_000, 256, 60),  # MNIST-test: 40 batches per epoch -> the 60-epoch floor
+        (100, 256, 1500),  # one batch per epoch
+        (129, 64, 750),  # the loop drops a last batch of one sample: 2 batches per epoch
+    ],
+)
 def test_auto_epochs_give_enough_steps(n_samples, batch_size, expected):
     assert resolve_max_epochs("auto", n_samples, batch_size, 60, 1500) == expected
     assert resolve_max_epochs(7, n_samples, batch_size, 60, 1500) == 7
@@ -238,7 +268,7 @@ def test_bad_simclr_parameters_are_refused(blobs):
         tiny_simclr(device="tpu").fit(blobs[0])
     with pytest.raises(ValueError, match="temperature must be"):
         tiny_simclr(temperature=0).fit(blobs[0])
-    with pytest.raises(ValueError, match="backbone must be None or a torch.nn.Module"):
+    with pytest.raises(ValueError, match=r"backbone must be None or a torch\.nn\.Module"):
         tiny_simclr(backbone="resnet").fit(blobs[0])
 
 
@@ -299,8 +329,9 @@ def test_callbacks_are_used_and_history_is_kept(blobs):
     assert all(np.isfinite(simclr.history_[:, "train_loss"]))
 
     EpochCounter.epochs = 0
-    scan = tiny_scan(pretext=None, max_epochs=4, self_label_epochs=2,
-                     callbacks=[("count", counter)]).fit(X)
+    scan = tiny_scan(
+        pretext=None, max_epochs=4, self_label_epochs=2, callbacks=[("count", counter)]
+    ).fit(X)
     assert EpochCounter.epochs == 4 + 2  # clustering and self-labelling both use them
     assert set(scan.history_) == {"clustering", "self_labelling"}
     clustering, self_labelling = scan.history_["clustering"], scan.history_["self_labelling"]

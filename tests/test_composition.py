@@ -99,7 +99,9 @@ def test_mixup_targets_match_loop_reference(seed, b, alpha):
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**31 - 1), b=st.integers(1, 5), h=st.integers(1, 7), w=st.integers(1, 7))
+@given(
+    seed=st.integers(0, 2**31 - 1), b=st.integers(1, 5), h=st.integers(1, 7), w=st.integers(1, 7)
+)
 def test_ricap_targets_match_loop_reference(seed, b, h, w):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, 2, h, w, generator=g)
@@ -221,12 +223,23 @@ def test_ricap_shapes_areas_and_patches(seed, b, c, h, w, beta):
     assert torch.all(areas == areas[0])  # one boundary point per batch
     # recover the patch layout from the areas: a_tl = ph * pw etc.
     areas = [int(v) for v in areas[0].round()]
-    pw_left = next(pw for pw in range(w + 1) for ph in range(h + 1)
-                   if ph * pw == areas[0] and ph * (w - pw) == areas[1]
-                   and (h - ph) * pw == areas[2] and (h - ph) * (w - pw) == areas[3])
-    ph_top = next(ph for ph in range(h + 1)
-                  if ph * pw_left == areas[0] and ph * (w - pw_left) == areas[1]
-                  and (h - ph) * pw_left == areas[2] and (h - ph) * (w - pw_left) == areas[3])
+    pw_left = next(
+        pw
+        for pw in range(w + 1)
+        for ph in range(h + 1)
+        if ph * pw == areas[0]
+        and ph * (w - pw) == areas[1]
+        and (h - ph) * pw == areas[2]
+        and (h - ph) * (w - pw) == areas[3]
+    )
+    ph_top = next(
+        ph
+        for ph in range(h + 1)
+        if ph * pw_left == areas[0]
+        and ph * (w - pw_left) == areas[1]
+        and (h - ph) * pw_left == areas[2]
+        and (h - ph) * (w - pw_left) == areas[3]
+    )
     region = torch.empty(h, w, dtype=torch.int64)
     region[:ph_top, :pw_left] = 0
     region[:ph_top, pw_left:] = 1
@@ -273,14 +286,48 @@ def test_ricap_uses_independent_permutations_per_patch():
         (lambda: mixup(torch.randn(4, 2), -1.0), "positive"),
         (lambda: mixup(torch.randn(4, 2), float("inf")), "positive"),
         (lambda: mixup(torch.randn(4, 2), 0.3, generator=0), "torch.Generator"),
-        (lambda: composite_targets(torch.eye(3), torch.tensor([[0, 3]]), torch.tensor([[0.5, 0.5]])), r"\[0, 3\)"),
-        (lambda: composite_targets(torch.eye(3), torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.6]])), "sum to 1"),
-        (lambda: composite_targets(torch.eye(3), torch.tensor([[0, 1]]), torch.tensor([[1.5, -0.5]])), "non-negative"),
-        (lambda: composite_targets(torch.eye(3), torch.tensor([[0, 1]]), torch.tensor([[1.0]])), "shape of sources"),
-        (lambda: composite_targets(torch.eye(3), torch.tensor([0, 1]), torch.tensor([0.5, 0.5])), r"\(M, S\)"),
-        (lambda: composite_targets(torch.eye(3), torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]])), "integer"),
-        (lambda: composite_targets(torch.ones(3), torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.5]])), "2-D"),
-        (lambda: blend(torch.randn(3, 2), torch.tensor([[0, 1]]), torch.tensor([[1, 0]])), "floating"),
+        (
+            lambda: composite_targets(
+                torch.eye(3), torch.tensor([[0, 3]]), torch.tensor([[0.5, 0.5]])
+            ),
+            r"\[0, 3\)",
+        ),
+        (
+            lambda: composite_targets(
+                torch.eye(3), torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.6]])
+            ),
+            "sum to 1",
+        ),
+        (
+            lambda: composite_targets(
+                torch.eye(3), torch.tensor([[0, 1]]), torch.tensor([[1.5, -0.5]])
+            ),
+            "non-negative",
+        ),
+        (
+            lambda: composite_targets(torch.eye(3), torch.tensor([[0, 1]]), torch.tensor([[1.0]])),
+            "shape of sources",
+        ),
+        (
+            lambda: composite_targets(torch.eye(3), torch.tensor([0, 1]), torch.tensor([0.5, 0.5])),
+            r"\(M, S\)",
+        ),
+        (
+            lambda: composite_targets(
+                torch.eye(3), torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 0.5]])
+            ),
+            "integer",
+        ),
+        (
+            lambda: composite_targets(
+                torch.ones(3), torch.tensor([[0, 1]]), torch.tensor([[0.5, 0.5]])
+            ),
+            "2-D",
+        ),
+        (
+            lambda: blend(torch.randn(3, 2), torch.tensor([[0, 1]]), torch.tensor([[1, 0]])),
+            "floating",
+        ),
     ],
 )
 def test_bad_input_raises_value_error(call, match):

@@ -30,8 +30,16 @@ def write_idx(path: Path, array: np.ndarray, dtype: str, compress: bool) -> Path
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gz"])
 @pytest.mark.parametrize(
     ("dtype", "shape"),
-    [("u1", (7,)), ("u1", (3, 4, 5)), (">i4", (6,)), (">i4", (2, 3, 4)), (">f8", (2, 2)),
-     ("i1", (5,)), (">i2", (3, 1)), (">f4", (1, 2, 1, 2))],
+    [
+        ("u1", (7,)),
+        ("u1", (3, 4, 5)),
+        (">i4", (6,)),
+        (">i4", (2, 3, 4)),
+        (">f8", (2, 2)),
+        ("i1", (5,)),
+        (">i2", (3, 1)),
+        (">f4", (1, 2, 1, 2)),
+    ],
 )
 def test_read_idx_round_trip(tmp_path, dtype, shape, compress):
     rng = np.random.default_rng(0)

@@ -18,8 +18,17 @@ def tiny_simclr(**kwargs):
 ESTIMATORS = [
     tiny_simclr(),
     # confidence_threshold=0: every sample is confident, so the self-labelling step runs too
-    SCAN(n_clusters=3, pretext=tiny_simclr(), max_epochs=1, self_label_epochs=1, n_neighbors=3,
-         n_heads=2, batch_size=16, confidence_threshold=0.0, random_state=0),
+    SCAN(
+        n_clusters=3,
+        pretext=tiny_simclr(),
+        max_epochs=1,
+        self_label_epochs=1,
+        n_neighbors=3,
+        n_heads=2,
+        batch_size=16,
+        confidence_threshold=0.0,
+        random_state=0,
+    ),
     NeighborMiner(n_neighbors=3),
 ]
 

@@ -37,8 +37,9 @@ def scan_reference(anchor, neighbor, weight):
 
 
 def assert_close(actual, expected, rtol=1e-4, atol=1e-5):
-    torch.testing.assert_close(torch.as_tensor(actual).double(), torch.as_tensor(expected).double(),
-                               rtol=rtol, atol=atol)
+    torch.testing.assert_close(
+        torch.as_tensor(actual).double(), torch.as_tensor(expected).double(), rtol=rtol, atol=atol
+    )
 
 
 # ----------------------------------------------------------------------------- SCAN
@@ -79,8 +80,9 @@ def test_scan_loss_term_ranges(pair):
 @given(logit_pairs())
 def test_scan_loss_matches_float64_reference(pair):
     anchor, neighbor, weight = pair
-    for actual, expected in zip(scan_loss(anchor, neighbor, weight),
-                                scan_reference(anchor, neighbor, weight)):
+    for actual, expected in zip(
+        scan_loss(anchor, neighbor, weight), scan_reference(anchor, neighbor, weight)
+    ):
         assert_close(actual, expected)
 
 
@@ -151,8 +153,9 @@ def nt_xent_reference(z_a, z_b, temperature):
 @given(projection_pairs())
 def test_nt_xent_matches_loop_reference(pair):
     z_a, z_b, t = pair
-    assert nt_xent(z_a, z_b, t).item() == pytest.approx(nt_xent_reference(z_a, z_b, t),
-                                                       rel=1e-4, abs=1e-4)
+    assert nt_xent(z_a, z_b, t).item() == pytest.approx(
+        nt_xent_reference(z_a, z_b, t), rel=1e-4, abs=1e-4
+    )
 
 
 @given(projection_pairs(), st.randoms(use_true_random=False))
@@ -177,8 +180,11 @@ def test_nt_xent_non_negative(pair):
     assert nt_xent(*pair).item() >= -1e-6
 
 
-@given(st.integers(1, 8), arrays(np.float32, (4,), elements=st.floats(0.5, 5.0, width=32)),
-       st.floats(0.1, 2.0))
+@given(
+    st.integers(1, 8),
+    arrays(np.float32, (4,), elements=st.floats(0.5, 5.0, width=32)),
+    st.floats(0.1, 2.0),
+)
 def test_nt_xent_identical_projections_give_log_2n_minus_1(n, row, t):
     z = torch.from_numpy(row).repeat(n, 1)
     assert nt_xent(z, z.clone(), t).item() == pytest.approx(math.log(2 * n - 1), abs=1e-5)

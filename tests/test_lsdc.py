@@ -1,6 +1,7 @@
 """LSD-C and its RotNet pretext: estimator checks, quality on easy blobs, the objective's targets,
 freezing, reproducibility, pickling and input validation. Tiny settings: one torch thread."""
 
+import itertools
 import pickle
 
 import numpy as np
@@ -35,13 +36,19 @@ def images():
     corner = np.arange(40) % 4
     for i, c in enumerate(corner):
         r, q = divmod(c, 2)
-        X[i, 4 * r:4 * r + 4, 4 * q:4 * q + 4] = 250
+        X[i, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] = 250
     return X, corner
 
 
 def tiny_lsdc(**kwargs):
-    params = dict(n_clusters=N_CLUSTERS, pretext=None, max_epochs=2, batch_size=32,
-                  rampup_epochs=1, random_state=0)
+    params = dict(
+        n_clusters=N_CLUSTERS,
+        pretext=None,
+        max_epochs=2,
+        batch_size=32,
+        rampup_epochs=1,
+        random_state=0,
+    )
     return LSDC(**{**params, **kwargs})
 
 
@@ -59,14 +66,21 @@ _N_CLUSTERS_1 = (
 
 def _expected_failed(estimator):
     if isinstance(estimator, LSDC):
-        return {name: _N_CLUSTERS_1 for name in (
-            "check_dont_overwrite_parameters", "check_methods_subset_invariance",
-            "check_fit2d_1feature", "check_fit2d_predict1d")}
+        return {
+            name: _N_CLUSTERS_1
+            for name in (
+                "check_dont_overwrite_parameters",
+                "check_methods_subset_invariance",
+                "check_fit2d_1feature",
+                "check_fit2d_predict1d",
+            )
+        }
     return {}
 
 
-@parametrize_with_checks([tiny_lsdc(max_epochs=1, batch_size=16)],
-                         expected_failed_checks=_expected_failed)
+@parametrize_with_checks(
+    [tiny_lsdc(max_epochs=1, batch_size=16)], expected_failed_checks=_expected_failed
+)
 def test_lsdc_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -75,9 +89,15 @@ def test_lsdc_sklearn_compatible(estimator, check):
 # parametrize_with_checks skips it: every one of its checks feeds 2-D vectors. The checks that do
 # not fit on data run here; the data-dependent contract is tested on images below.
 _ROTNET_DATA_FREE_CHECKS = [
-    "check_estimator_cloneable", "check_estimator_repr", "check_no_attributes_set_in_init",
-    "check_parameters_default_constructible", "check_get_params_invariance", "check_set_params",
-    "check_valid_tag_types", "check_estimator_tags_renamed", "check_mixin_order",
+    "check_estimator_cloneable",
+    "check_estimator_repr",
+    "check_no_attributes_set_in_init",
+    "check_parameters_default_constructible",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_valid_tag_types",
+    "check_estimator_tags_renamed",
+    "check_mixin_order",
 ]
 
 
@@ -100,8 +120,9 @@ def test_rotnet_transform_pickle_and_reproducible(images):
     assert np.isfinite(Z).all()
     assert rot.input_shape_ == (1, 8, 8) and rot.n_features_in_ == 64
     assert "accuracy" in rot.history_[-1]
-    np.testing.assert_allclose(pickle.loads(pickle.dumps(rot)).transform(X), Z, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        pickle.loads(pickle.dumps(rot)).transform(X), Z, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(clone(rot).fit(X).transform(X), Z, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rot.transform(X[:1]), Z[:1], rtol=1e-5, atol=1e-6)
 
@@ -111,8 +132,7 @@ def test_rotnet_learns_rotations():
     rng = np.random.default_rng(0)
     X = (rng.random((64, 1, 8, 8)) * 0.2).astype(np.float32)
     X[:, :, :2, :] = 1.0  # a bright top band: its position gives the rotation away
-    rot = RotNet(max_epochs=15, batch_size=32, lr=1e-2, augment=lambda x: x,
-                 random_state=0).fit(X)
+    rot = RotNet(max_epochs=15, batch_size=32, lr=1e-2, augment=lambda x: x, random_state=0).fit(X)
     assert rot.history_[-1, "accuracy"] > 0.9
 
 
@@ -128,8 +148,14 @@ def test_rotnet_refuses_vectors_and_non_square_images(blobs):
 # (at most 0.67) fails the bar.
 def test_lsdc_clusters_easy_blobs(blobs):
     X, y = blobs
-    model = LSDC(n_clusters=N_CLUSTERS, pretext=None, threshold=0.9, max_epochs=15,
-                 batch_size=64, random_state=0).fit(X)
+    model = LSDC(
+        n_clusters=N_CLUSTERS,
+        pretext=None,
+        threshold=0.9,
+        max_epochs=15,
+        batch_size=64,
+        random_state=0,
+    ).fit(X)
     assert cluster_accuracy(y, model.labels_) >= 0.9
     assert model.labels_.shape == (len(X),)
     proba = model.predict_proba(X)
@@ -193,11 +219,18 @@ def test_composite_target_is_weighted_adjacency_of_sources(monkeypatch, images, 
     monkeypatch.setattr(lsdc_module, "pairwise_adjacency", asymmetric_adjacency)
     compositions = _spy(monkeypatch, composition)
     losses = _spy(monkeypatch, "lsdc_pairwise_bce")
-    LSDC(n_clusters=4, pretext=None, composition=composition, max_epochs=1, batch_size=16,
-         random_state=0).fit(X)
+    LSDC(
+        n_clusters=4,
+        pretext=None,
+        composition=composition,
+        max_epochs=1,
+        batch_size=16,
+        random_state=0,
+    ).fit(X)
     assert len(losses) == len(adjacencies) == len(compositions) > 0
-    for a, (_, _, (_, sources, weights)), ((p, q, target), _, _) in zip(adjacencies, compositions,
-                                                                       losses):
+    for a, (_, _, (_, sources, weights)), ((p, q, target), _, _) in zip(
+        adjacencies, compositions, losses
+    ):
         n, m = len(p), len(q)
         expected = torch.zeros(n, m)
         for i in range(n):
@@ -224,17 +257,24 @@ def test_consistency_weight_ramps_up(monkeypatch, blobs):
     assert steps == list(range(3 * n_batches))
     values = [out for _, _, out in weights]
     assert values[0] == pytest.approx(4.0 * np.exp(-5)) and values[-1] == 4.0
-    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert all(a <= b for a, b in itertools.pairwise(values))
     assert weights[0][0][1] == 2 * n_batches
 
 
 # ------------------------------------------------------------------ pretext and freezing
 def test_freeze_backbone_trains_only_last_block_and_head(images):
     X, _ = images
-    pretext = RotNet(backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=16,
-                     random_state=0).fit(X)
-    model = LSDC(n_clusters=4, pretext=pretext, freeze_backbone=True, max_epochs=2, batch_size=16,
-                 random_state=0).fit(X)
+    pretext = RotNet(
+        backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=16, random_state=0
+    ).fit(X)
+    model = LSDC(
+        n_clusters=4,
+        pretext=pretext,
+        freeze_backbone=True,
+        max_epochs=2,
+        batch_size=16,
+        random_state=0,
+    ).fit(X)
     frozen, last = model.module_.backbone
     assert isinstance(frozen, Frozen) and not frozen.training  # batch-norm statistics fixed too
     # the fitted pretext's backbone is the reference (LSDC trains a copy)
@@ -261,13 +301,25 @@ def test_auto_freezing_follows_the_pretext(monkeypatch, images, pretext, frozen)
     assert any(isinstance(m, Frozen) for m in model.module_.modules()) is frozen
 
 
-@pytest.mark.parametrize(("pretext", "label_features", "expected"), [
-    (None, "auto", "online"), ("simclr", "auto", "spectral"), ("simclr", "online", "online"),
-    ("simclr", "pretext", "pretext")])
+@pytest.mark.parametrize(
+    ("pretext", "label_features", "expected"),
+    [
+        (None, "auto", "online"),
+        ("simclr", "auto", "spectral"),
+        ("simclr", "online", "online"),
+        ("simclr", "pretext", "pretext"),
+    ],
+)
 def test_label_features_resolved(monkeypatch, images, pretext, label_features, expected):
     monkeypatch.setattr(lsdc_module, "SimCLR", lambda **kw: SimCLR(max_epochs=1, **kw))
-    model = LSDC(n_clusters=4, pretext=pretext, label_features=label_features, max_epochs=1,
-                 batch_size=16, random_state=0).fit(images[0])
+    model = LSDC(
+        n_clusters=4,
+        pretext=pretext,
+        label_features=label_features,
+        max_epochs=1,
+        batch_size=16,
+        random_state=0,
+    ).fit(images[0])
     assert model.label_features_ == expected
 
 
@@ -297,17 +349,18 @@ def test_given_threshold_is_kept(blobs):
 def test_spectral_label_features_on_tiny_data(images):
     """Fewer samples than the graph's 30 neighbours, and as many clusters as samples."""
     X = images[0][:12]
-    pretext = SimCLR(backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=8,
-                     random_state=0)
-    model = LSDC(n_clusters=12, pretext=pretext, max_epochs=1, batch_size=8,
-                 random_state=0).fit(X)
+    pretext = SimCLR(
+        backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=8, random_state=0
+    )
+    model = LSDC(n_clusters=12, pretext=pretext, max_epochs=1, batch_size=8, random_state=0).fit(X)
     assert model.label_features_ == "spectral" and model.labels_.shape == (12,)
 
 
 def test_spectral_label_features_are_unit_rows_of_n_clusters_dims(monkeypatch, images):
     adjacencies = _spy(monkeypatch, "pairwise_adjacency")
-    pretext = SimCLR(backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=16,
-                     random_state=0)
+    pretext = SimCLR(
+        backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=16, random_state=0
+    )
     LSDC(n_clusters=4, pretext=pretext, max_epochs=1, batch_size=16, random_state=0).fit(images[0])
     for (features, *_), _, _ in adjacencies:
         assert features.shape[1] == 4
@@ -320,11 +373,19 @@ def test_pretext_label_features_are_the_fixed_pretext_embeddings(monkeypatch, im
     embeddings of exactly that batch's samples (the same at every epoch), whatever the network
     being trained has become."""
     X, _ = images
-    pretext = SimCLR(backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=16,
-                     random_state=0)
+    pretext = SimCLR(
+        backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=16, random_state=0
+    )
     adjacencies = _spy(monkeypatch, "pairwise_adjacency")
-    model = LSDC(n_clusters=4, pretext=pretext, label_features="pretext",
-                 freeze_backbone=freeze, max_epochs=3, batch_size=16, random_state=0).fit(X)
+    model = LSDC(
+        n_clusters=4,
+        pretext=pretext,
+        label_features="pretext",
+        freeze_backbone=freeze,
+        max_epochs=3,
+        batch_size=16,
+        random_state=0,
+    ).fit(X)
     # the reference is the pretext LSDC fitted (its own clone), not a refit here
     embeddings = torch.as_tensor(model.pretext_.transform(X))
     assert len(adjacencies) == 3 * model.history_[-1, "train_batch_count"]
@@ -359,7 +420,6 @@ def test_auto_epochs_give_the_minimum_steps(monkeypatch, blobs):
     assert model.n_epochs_ == 10 == len(model.history_)
 
 
-
 def test_pickle_and_reproducible(blobs):
     X, _ = blobs
     model = tiny_lsdc().fit(X)
@@ -370,33 +430,44 @@ def test_pickle_and_reproducible(blobs):
     np.testing.assert_array_equal(restored.predict(X), model.labels_)
 
 
-@pytest.mark.parametrize(("params", "X_kind", "match"), [
-    ({"n_clusters": 1}, "vectors", "n_clusters"),
-    ({"n_clusters": 1000}, "vectors", "n_clusters"),
-    ({"similarity": "euclid"}, "vectors", "'cosine', 'l2', 'sne', 'knn'"),
-    ({"composition": "cutmix"}, "vectors", "unknown composition"),
-    ({"composition": "ricap"}, "vectors", "ricap.*images"),
-    ({"threshold": 1.5}, "vectors", "threshold"),
-    ({"threshold": "high"}, "vectors", "threshold"),
-    ({"similarity": "l2", "threshold": -1.0}, "vectors", "threshold"),
-    ({"similarity": "sne", "threshold": np.nan}, "vectors", "threshold"),
-    ({"similarity": "knn", "n_neighbors": 0}, "vectors", "n_neighbors"),
-    ({"device": "tpu"}, "vectors", "unknown device"),
-    ({"pretext": "moco"}, "vectors", "pretext"),
-    ({"freeze_backbone": True}, "vectors", "freeze_backbone"),
-    ({"consistency_weight": -1.0}, "vectors", "consistency_weight"),
-    ({"freeze_backbone": "yes"}, "vectors", "freeze_backbone must be True, False or 'auto'"),
-    ({"center_features": "yes"}, "vectors", "center_features must be True or False"),
-    ({"label_features": "ema"}, "vectors", "label_features must be 'auto', 'online' or 'pretext'"),
-    ({"label_features": "pretext"}, "vectors", "label_features='pretext' needs a pretext"),
-    ({"max_epochs": 0}, "vectors", r"max_epochs must be an integer >= 1"),
-    ({"max_epochs": "long"}, "vectors", r"max_epochs must be 'auto' or an integer >= 1"),
-    ({}, "nan", "NaN"),
-    ({}, "1d", "2-D"),
-    ({}, "5d", "4-D"),
-])
+@pytest.mark.parametrize(
+    ("params", "X_kind", "match"),
+    [
+        ({"n_clusters": 1}, "vectors", "n_clusters"),
+        ({"n_clusters": 1000}, "vectors", "n_clusters"),
+        ({"similarity": "euclid"}, "vectors", "'cosine', 'l2', 'sne', 'knn'"),
+        ({"composition": "cutmix"}, "vectors", "unknown composition"),
+        ({"composition": "ricap"}, "vectors", "ricap.*images"),
+        ({"threshold": 1.5}, "vectors", "threshold"),
+        ({"threshold": "high"}, "vectors", "threshold"),
+        ({"similarity": "l2", "threshold": -1.0}, "vectors", "threshold"),
+        ({"similarity": "sne", "threshold": np.nan}, "vectors", "threshold"),
+        ({"similarity": "knn", "n_neighbors": 0}, "vectors", "n_neighbors"),
+        ({"device": "tpu"}, "vectors", "unknown device"),
+        ({"pretext": "moco"}, "vectors", "pretext"),
+        ({"freeze_backbone": True}, "vectors", "freeze_backbone"),
+        ({"consistency_weight": -1.0}, "vectors", "consistency_weight"),
+        ({"freeze_backbone": "yes"}, "vectors", "freeze_backbone must be True, False or 'auto'"),
+        ({"center_features": "yes"}, "vectors", "center_features must be True or False"),
+        (
+            {"label_features": "ema"},
+            "vectors",
+            "label_features must be 'auto', 'online' or 'pretext'",
+        ),
+        ({"label_features": "pretext"}, "vectors", "label_features='pretext' needs a pretext"),
+        ({"max_epochs": 0}, "vectors", r"max_epochs must be an integer >= 1"),
+        ({"max_epochs": "long"}, "vectors", r"max_epochs must be 'auto' or an integer >= 1"),
+        ({}, "nan", "NaN"),
+        ({}, "1d", "2-D"),
+        ({}, "5d", "4-D"),
+    ],
+)
 def test_bad_input_raises(blobs, params, X_kind, match):
-    X = {"vectors": blobs[0], "nan": np.where(np.eye(300, 10, dtype=bool), np.nan, blobs[0]),
-         "1d": blobs[0][:, 0], "5d": np.zeros((4, 1, 1, 8, 8), dtype=np.float32)}[X_kind]
+    X = {
+        "vectors": blobs[0],
+        "nan": np.where(np.eye(300, 10, dtype=bool), np.nan, blobs[0]),
+        "1d": blobs[0][:, 0],
+        "5d": np.zeros((4, 1, 1, 8, 8), dtype=np.float32),
+    }[X_kind]
     with pytest.raises(ValueError, match=match):
         tiny_lsdc(**params).fit(X)

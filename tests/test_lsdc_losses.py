@@ -1,5 +1,6 @@
 """Property tests of the LSD-C losses (pairwise BCE, consistency MSE, ramp-up)."""
 
+import itertools
 import math
 
 import pytest
@@ -47,10 +48,19 @@ def ref_bce(pa, pb, a, eps=1e-7):
 @SETTINGS
 @given(data=st.data())
 def test_bce_matches_reference(data):
-    n, m, k = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 6)), data.draw(st.integers(1, 5))
+    n, m, k = (
+        data.draw(st.integers(1, 6)),
+        data.draw(st.integers(1, 6)),
+        data.draw(st.integers(1, 5)),
+    )
     pa, pb = data.draw(probs(n, k)), data.draw(probs(m, k))
     soft = data.draw(st.booleans())
-    a = torch.rand(n, m, dtype=torch.float64, generator=torch.Generator().manual_seed(data.draw(st.integers(0, 99))))
+    a = torch.rand(
+        n,
+        m,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(data.draw(st.integers(0, 99))),
+    )
     if not soft:
         a = (a > 0.5).double()
     loss = lsdc_pairwise_bce(pa, pb, a)
@@ -117,7 +127,9 @@ def test_bce_gradient_pushes_towards_target():
 @given(data=st.data())
 def test_bce_soft_target_minimum_is_target_entropy(data):
     # with K = 2 and one column p'_0 = (1, 0), s_i0 = p_i[0] can reach any target
-    t = torch.tensor(data.draw(st.lists(st.floats(0.01, 0.99), min_size=1, max_size=5)), dtype=torch.float64)
+    t = torch.tensor(
+        data.draw(st.lists(st.floats(0.01, 0.99), min_size=1, max_size=5)), dtype=torch.float64
+    )
     pa = torch.stack([t, 1 - t], dim=1)
     pb = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     loss = lsdc_pairwise_bce(pa, pb, t[:, None])
@@ -205,7 +217,7 @@ def test_rampup_endpoints(big_t, lam):
 def test_rampup_monotone_and_constant_after_t(big_t, lam, steps):
     steps = sorted(steps)
     values = [rampup_weight(t, big_t, lam) for t in steps]
-    assert all(v1 <= v2 for v1, v2 in zip(values, values[1:]))
+    assert all(v1 <= v2 for v1, v2 in itertools.pairwise(values))
     assert all(0 <= v <= lam for v in values)
     for t, v in zip(steps, values):
         if t >= big_t:

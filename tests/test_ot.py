@@ -39,7 +39,9 @@ def test_marginals_met(n, k, seed, lam, uniform):
     rng = np.random.default_rng(seed)
     r = None if uniform else rng.uniform(0.2, 3.0, size=k)
     res = sinkhorn_knopp(x, lam=lam, cluster_marginal=r, tol=1e-9, max_iter=20000)
-    target = torch.full((k,), 1 / k, dtype=torch.float64) if uniform else torch.as_tensor(r / r.sum())
+    target = (
+        torch.full((k,), 1 / k, dtype=torch.float64) if uniform else torch.as_tensor(r / r.sum())
+    )
     assert isinstance(res, SinkhornResult)
     assert res.converged
     assert res.plan.shape == (n, k) and res.plan.dtype == torch.float64
@@ -91,7 +93,9 @@ def test_hard_labels_equipartition(seed):
     assert torch.equal(torch.bincount(res.labels, minlength=k), torch.full((k,), n // k))
 
 
-@pytest.mark.parametrize("n,k,seed", [(6, 2, 0), (8, 4, 1), (12, 3, 2), (12, 4, 3), (15, 5, 4), (20, 4, 5)])
+@pytest.mark.parametrize(
+    "n,k,seed", [(6, 2, 0), (8, 4, 1), (12, 3, 2), (12, 4, 3), (15, 5, 4), (20, 4, 5)]
+)
 def test_hard_assignment_is_optimal(n, k, seed):
     x = _log_probs(n, k, seed, scale=2.0)
     cost = (-x).numpy()
@@ -116,7 +120,9 @@ def test_extreme_inputs_stay_finite(dtype, lam):
         res = sinkhorn_knopp(x, lam=lam, max_iter=300, return_labels=True)
     assert torch.isfinite(res.plan).all() and (res.plan >= 0).all()
     assert math.isfinite(res.marginal_error)
-    assert torch.allclose(res.plan.sum(1).double(), torch.full((200,), 1 / 200, dtype=torch.float64), rtol=1e-3)
+    assert torch.allclose(
+        res.plan.sum(1).double(), torch.full((200,), 1 / 200, dtype=torch.float64), rtol=1e-3
+    )
     assert (res.plan[::7, 5] == 0).all()
 
 

@@ -84,7 +84,11 @@ PARAMS = {
     "cosine": st.fixed_dictionaries({"threshold": st.floats(-1, 1)}),
     "l2": st.fixed_dictionaries({"threshold": st.floats(0, 50), "normalize": st.booleans()}),
     "sne": st.fixed_dictionaries(
-        {"threshold": st.floats(0, 0.3), "temperature": st.floats(0.01, 20), "normalize": st.booleans()}
+        {
+            "threshold": st.floats(0, 0.3),
+            "temperature": st.floats(0.01, 20),
+            "normalize": st.booleans(),
+        }
     ),
     "knn": st.fixed_dictionaries({"n_neighbors": st.integers(1, 10)}),
 }
@@ -178,11 +182,15 @@ def test_cosine_larger_threshold_gives_subset(f, t1, t2):
 @given(f=features(), t1=st.floats(0, 50), t2=st.floats(0, 50), normalize=st.booleans())
 def test_l2_larger_threshold_gives_superset(f, t1, t2, normalize):
     lo, hi = sorted((t1, t2))
-    assert torch.all(l2_adjacency(f, lo, normalize=normalize) <= l2_adjacency(f, hi, normalize=normalize))
+    assert torch.all(
+        l2_adjacency(f, lo, normalize=normalize) <= l2_adjacency(f, hi, normalize=normalize)
+    )
 
 
 @SETTINGS
-@given(f=features(min_b=2), t1=st.floats(0, 0.3), t2=st.floats(0, 0.3), temperature=st.floats(0.01, 20))
+@given(
+    f=features(min_b=2), t1=st.floats(0, 0.3), t2=st.floats(0, 0.3), temperature=st.floats(0.01, 20)
+)
 def test_sne_larger_threshold_gives_subset(f, t1, t2, temperature):
     lo, hi = sorted((t1, t2))
     assert torch.all(sne_adjacency(f, hi, temperature) <= sne_adjacency(f, lo, temperature))
@@ -242,7 +250,11 @@ def test_batch_permutation_permutes_adjacency(name, data):
     elif name == "l2":
         ok = far_from(ref_sqdist(f, params["normalize"]), params["threshold"], 1e-4)
     elif name == "sne":
-        p = sne_joint_probabilities(f, params["temperature"], normalize=params["normalize"]).double().numpy()
+        p = (
+            sne_joint_probabilities(f, params["temperature"], normalize=params["normalize"])
+            .double()
+            .numpy()
+        )
         ok = far_from(p, params["threshold"], 1e-5 * max(params["threshold"], 1e-3))
     else:
         ok = torch.ones_like(a, dtype=torch.bool)
@@ -253,9 +265,7 @@ def test_batch_permutation_permutes_adjacency(name, data):
 @SETTINGS
 @given(f=features(), tau=st.floats(-1, 1), data=st.data())
 def test_cosine_invariant_to_positive_rescaling(f, tau, data):
-    scales = data.draw(
-        st.lists(st.floats(0.01, 100), min_size=f.shape[0], max_size=f.shape[0])
-    )
+    scales = data.draw(st.lists(st.floats(0.01, 100), min_size=f.shape[0], max_size=f.shape[0]))
     g = f * torch.tensor(scales, dtype=f.dtype)[:, None]
     ok = far_from(ref_cosine(f), tau, 1e-5)
     assert torch.equal(cosine_adjacency(g, tau)[ok], cosine_adjacency(f, tau)[ok])
@@ -266,8 +276,10 @@ def test_cosine_invariant_to_positive_rescaling(f, tau, data):
 def test_centred_cosine_ignores_a_common_offset(f, tau, data):
     """centre=True thresholds cos(f_i - mean, f_j - mean): adding one vector to every feature
     changes nothing, and it equals the plain criterion on features centred by hand."""
-    offset = torch.tensor(data.draw(st.lists(st.floats(-50, 50), min_size=f.shape[1],
-                                             max_size=f.shape[1])), dtype=f.dtype)
+    offset = torch.tensor(
+        data.draw(st.lists(st.floats(-50, 50), min_size=f.shape[1], max_size=f.shape[1])),
+        dtype=f.dtype,
+    )
     centred = f - f.mean(0, keepdim=True)
     ok = far_from(ref_cosine(centred), tau, 1e-4)
     a = cosine_adjacency(f, tau, center=True)
@@ -326,9 +338,15 @@ def test_dtype_is_kept():
         (lambda: knn_adjacency(torch.randn(4, 3), 0), ">= 1"),
         (lambda: knn_adjacency(torch.randn(4, 3), 2.5), "integer"),
         (lambda: knn_adjacency(torch.randn(4, 3), True), "integer"),
-        (lambda: pairwise_adjacency(torch.randn(4, 3), "euclid", threshold=1.0), "'cosine', 'l2', 'sne', 'knn'"),
+        (
+            lambda: pairwise_adjacency(torch.randn(4, 3), "euclid", threshold=1.0),
+            "'cosine', 'l2', 'sne', 'knn'",
+        ),
         (lambda: pairwise_adjacency(torch.randn(4, 3), "knn", threshold=1.0), "n_neighbors"),
-        (lambda: pairwise_adjacency(torch.randn(4, 3), "cosine", threshold=0.1, k=3), "accepts: threshold"),
+        (
+            lambda: pairwise_adjacency(torch.randn(4, 3), "cosine", threshold=0.1, k=3),
+            "accepts: threshold",
+        ),
     ],
 )
 def test_bad_input_raises_value_error(call, match):
@@ -338,17 +356,28 @@ def test_bad_input_raises_value_error(call, match):
 
 # ---------------------------------------------------------------- calibration
 def _share(batches, similarity, **params):
-    similar = sum(float(pairwise_adjacency(f, similarity, **params).sum()) - len(f) for f in batches)
+    similar = sum(
+        float(pairwise_adjacency(f, similarity, **params).sum()) - len(f) for f in batches
+    )
     return similar / sum(len(f) * (len(f) - 1) for f in batches)
 
 
-_CALIBRATED = [("cosine", {"center": True}), ("cosine", {}), ("l2", {}),
-               ("sne", {"temperature": 2.0}), ("knn", {})]
+_CALIBRATED = [
+    ("cosine", {"center": True}),
+    ("cosine", {}),
+    ("l2", {}),
+    ("sne", {"temperature": 2.0}),
+    ("knn", {}),
+]
 
 
 @SETTINGS
-@given(seed=st.integers(0, 2**16), fraction=st.floats(0.05, 0.6),
-       case=st.sampled_from(_CALIBRATED), scale=st.sampled_from([1e-3, 1.0, 1e3]))
+@given(
+    seed=st.integers(0, 2**16),
+    fraction=st.floats(0.05, 0.6),
+    case=st.sampled_from(_CALIBRATED),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+)
 def test_calibrated_share_matches_the_target(seed, fraction, case, scale):
     similarity, params = case
     if similarity == "sne":
@@ -375,11 +404,14 @@ def test_calibrated_l2_threshold_scales_with_the_features():
     assert large == pytest.approx(1e4 * small, rel=1e-3)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    (dict(fraction=0.0), r"fraction must lie in \(0, 1\)"),
-    (dict(fraction=1.0), r"fraction must lie in \(0, 1\)"),
-    (dict(fraction=0.1, similarity="jaccard"), "unknown similarity"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(fraction=0.0), r"fraction must lie in \(0, 1\)"),
+        (dict(fraction=1.0), r"fraction must lie in \(0, 1\)"),
+        (dict(fraction=0.1, similarity="jaccard"), "unknown similarity"),
+    ],
+)
 def test_calibration_bad_input(kwargs, match):
     kwargs = {"similarity": "cosine", **kwargs}
     with pytest.raises(ValueError, match=match):

@@ -22,27 +22,52 @@ def blobs():
 
 def raw_scan(**kwargs):
     """SCAN on raw vectors: SimCLR pretext, fine-tuned backbone, self-labelling."""
-    params = dict(n_clusters=N_CLUSTERS,
-                  pretext=SimCLR(max_epochs=3, batch_size=64, random_state=0),
-                  max_epochs=10, self_label_epochs=2, n_neighbors=5, n_heads=3, batch_size=64,
-                  lr=1e-3, random_state=0)
+    params = dict(
+        n_clusters=N_CLUSTERS,
+        pretext=SimCLR(max_epochs=3, batch_size=64, random_state=0),
+        max_epochs=10,
+        self_label_epochs=2,
+        n_neighbors=5,
+        n_heads=3,
+        batch_size=64,
+        lr=1e-3,
+        random_state=0,
+    )
     return SCAN(**{**params, **kwargs})
 
 
 def feature_scan(**kwargs):
     """SCAN on features (pretext=None): heads on the standardised input."""
-    params = dict(n_clusters=N_CLUSTERS, pretext=None, max_epochs=20, head_lr=1e-2,
-                  confidence_threshold=0.9, self_label_epochs=2, n_neighbors=5, n_heads=3,
-                  batch_size=64, random_state=0)
+    params = dict(
+        n_clusters=N_CLUSTERS,
+        pretext=None,
+        max_epochs=20,
+        head_lr=1e-2,
+        confidence_threshold=0.9,
+        self_label_epochs=2,
+        n_neighbors=5,
+        n_heads=3,
+        batch_size=64,
+        random_state=0,
+    )
     return SCAN(**{**params, **kwargs})
 
 
 def frozen_scan(**kwargs):
     """SCAN on raw vectors with update_backbone=False: heads on frozen SimCLR embeddings."""
-    params = dict(n_clusters=N_CLUSTERS,
-                  pretext=SimCLR(max_epochs=3, batch_size=64, random_state=0),
-                  update_backbone=False, max_epochs=20, head_lr=1e-2, confidence_threshold=0.9,
-                  self_label_epochs=2, n_neighbors=5, n_heads=3, batch_size=64, random_state=0)
+    params = dict(
+        n_clusters=N_CLUSTERS,
+        pretext=SimCLR(max_epochs=3, batch_size=64, random_state=0),
+        update_backbone=False,
+        max_epochs=20,
+        head_lr=1e-2,
+        confidence_threshold=0.9,
+        self_label_epochs=2,
+        n_neighbors=5,
+        n_heads=3,
+        batch_size=64,
+        random_state=0,
+    )
     return SCAN(**{**params, **kwargs})
 
 
@@ -63,8 +88,9 @@ def fitted_features(blobs):
 
 # Measured on these settings: accuracy 1.0 for random_state 0..7 (0..4 for the frozen path) on
 # every path. The bars leave a wide margin, yet a blob merged with another (at most 0.67) fails.
-@pytest.mark.parametrize(("fixture", "bar"), [
-    ("fitted_raw", 0.9), ("fitted_frozen", 0.95), ("fitted_features", 0.95)])
+@pytest.mark.parametrize(
+    ("fixture", "bar"), [("fitted_raw", 0.9), ("fitted_frozen", 0.95), ("fitted_features", 0.95)]
+)
 def test_scan_clusters_easy_blobs(request, blobs, fixture, bar):
     scan = request.getfixturevalue(fixture)
     assert cluster_accuracy(blobs[1], scan.labels_) >= bar
@@ -119,10 +145,11 @@ def test_scan_predict_is_invariant_to_batching(fitted_raw, blobs):
     """What sklearn's check_methods_subset_invariance tests (it forces n_clusters=1)."""
     X = blobs[0][:40]
     full_labels, full_proba = fitted_raw.predict(X), fitted_raw.predict_proba(X)
-    one_by_one = np.concatenate([fitted_raw.predict_proba(X[i:i + 1]) for i in range(len(X))])
+    one_by_one = np.concatenate([fitted_raw.predict_proba(X[i : i + 1]) for i in range(len(X))])
     np.testing.assert_allclose(one_by_one, full_proba, atol=1e-6)
-    np.testing.assert_array_equal(np.concatenate([fitted_raw.predict(X[i:i + 1])
-                                                  for i in range(len(X))]), full_labels)
+    np.testing.assert_array_equal(
+        np.concatenate([fitted_raw.predict(X[i : i + 1]) for i in range(len(X))]), full_labels
+    )
 
 
 def test_scan_fit_does_not_change_parameters(blobs):

@@ -5,23 +5,30 @@ import pickle
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from sklearn.datasets import make_blobs  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skdeepcluster import SeLa, SimCLR  # noqa: E402
-from skdeepcluster.methods import sela as sela_module  # noqa: E402
-from skdeepcluster.methods.sela import kmeans_heads, label_update_epochs  # noqa: E402
-from skdeepcluster.metrics import cluster_accuracy  # noqa: E402
+from skdeepcluster import SeLa, SimCLR
+from skdeepcluster.methods import sela as sela_module
+from skdeepcluster.methods.sela import kmeans_heads, label_update_epochs
+from skdeepcluster.metrics import cluster_accuracy
 
 torch.set_num_threads(1)
 
 
 def tiny(**kwargs):
-    params = dict(n_clusters=3, n_heads=2, max_epochs=3, n_label_updates=2, batch_size=16,
-                  pretext=None, random_state=0)
+    params = dict(
+        n_clusters=3,
+        n_heads=2,
+        max_epochs=3,
+        n_label_updates=2,
+        batch_size=16,
+        pretext=None,
+        random_state=0,
+    )
     params.update(kwargs)
     return SeLa(**params)
 
@@ -42,7 +49,7 @@ EXPECTED_FAILED = {
     "check_methods_subset_invariance": _REFUSES_ONE_CLUSTER,
     "check_fit2d_predict1d": _REFUSES_ONE_CLUSTER,
     "check_fit2d_1feature": _REFUSES_ONE_CLUSTER + " (the check expects a message about the "
-                            "single feature instead)",
+    "single feature instead)",
 }
 
 
@@ -52,8 +59,9 @@ def test_sklearn_compatible(estimator, check):
 
 
 # ---------------------------------------------------------------- schedule
-@pytest.mark.parametrize("m, e", [(1, 1), (1, 10), (2, 2), (5, 5), (8, 60), (12, 60), (40, 60),
-                                  (3, 100)])
+@pytest.mark.parametrize(
+    "m, e", [(1, 1), (1, 10), (2, 2), (5, 5), (8, 60), (12, 60), (40, 60), (3, 100)]
+)
 def test_schedule_has_m_increasing_epochs_starting_at_zero(m, e):
     epochs = label_update_epochs(m, e)
     assert len(epochs) == m
@@ -87,8 +95,15 @@ def test_fit_records_the_schedule(blobs):
 # ---------------------------------------------------------------- behaviour
 def test_blobs_accuracy(blobs):
     X, y = blobs
-    model = SeLa(n_clusters=4, n_heads=2, max_epochs=15, n_label_updates=6, batch_size=64,
-                 pretext=None, random_state=0).fit(X)
+    model = SeLa(
+        n_clusters=4,
+        n_heads=2,
+        max_epochs=15,
+        n_label_updates=6,
+        batch_size=64,
+        pretext=None,
+        random_state=0,
+    ).fit(X)
     # measured: 0.997-1.0 over random_state 0-4 (labels_ and pseudo_labels_)
     assert cluster_accuracy(y, model.labels_) >= 0.95
     assert model.labels_.shape == (len(X),)
@@ -160,7 +175,7 @@ def test_pickle_and_predict_after_loading(blobs, tmp_path):
 
 
 def test_pretext_backbone_is_used_and_not_modified():
-    X, y = make_blobs(n_samples=120, centers=3, n_features=6, random_state=1)
+    X, _y = make_blobs(n_samples=120, centers=3, n_features=6, random_state=1)
     pretext = SimCLR(max_epochs=1, batch_size=32, projection_dim=8, random_state=0)
     model = tiny(pretext=pretext, batch_size=32).fit(X)
     assert not hasattr(pretext, "backbone_")  # cloned, never fitted in place
@@ -190,7 +205,7 @@ def test_kmeans_heads_reproduce_the_kmeans_partition(blobs):
     with torch.no_grad():
         pred = heads[0](features).argmax(1).numpy()
     assert cluster_accuracy(km.labels_, pred) >= 0.99  # the same partition, up to names
-    assert cluster_accuracy(y, pred) > 0.95           # well-separated blobs are found
+    assert cluster_accuracy(y, pred) > 0.95  # well-separated blobs are found
 
 
 def test_kmeans_heads_on_a_subset_of_large_data(monkeypatch, blobs):
@@ -200,15 +215,22 @@ def test_kmeans_heads_on_a_subset_of_large_data(monkeypatch, blobs):
     assert agreement[0] >= 0.99  # all 300 samples follow the centroids found on 50
 
 
-@pytest.mark.parametrize(("pretext", "head_init", "expected"), [
-    (None, "auto", "random"), ("simclr", "auto", "kmeans"), (None, "kmeans", "kmeans"),
-    ("simclr", "random", "random")])
+@pytest.mark.parametrize(
+    ("pretext", "head_init", "expected"),
+    [
+        (None, "auto", "random"),
+        ("simclr", "auto", "kmeans"),
+        (None, "kmeans", "kmeans"),
+        ("simclr", "random", "random"),
+    ],
+)
 def test_head_init_resolved(monkeypatch, blobs, pretext, head_init, expected):
     monkeypatch.setattr(sela_module, "SimCLR", lambda **kw: SimCLR(max_epochs=1, **kw))
     calls = []
     real = sela_module.kmeans_heads
-    monkeypatch.setattr(sela_module, "kmeans_heads",
-                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(
+        sela_module, "kmeans_heads", lambda *a, **kw: calls.append(1) or real(*a, **kw)
+    )
     X, _ = blobs
     model = tiny(pretext=pretext, head_init=head_init, batch_size=32).fit(X)
     assert model.head_init_ == expected
@@ -233,28 +255,31 @@ def test_images_from_scratch(shape):
 
 
 # ---------------------------------------------------------------- errors
-@pytest.mark.parametrize("params, message", [
-    (dict(n_clusters=1), "n_clusters must be an integer >= 2"),
-    (dict(n_clusters=500), r"n_clusters=500 must not exceed the number of samples \(300\)"),
-    (dict(n_clusters=2.5), "n_clusters must be an int or a list of ints"),
-    (dict(n_clusters=[4, 1], n_heads=None), r"n_clusters\[1\] must be an integer >= 2"),
-    (dict(n_clusters=[4, "a"], n_heads=None), r"n_clusters\[1\] must be an integer >= 2"),
-    (dict(n_clusters=[], n_heads=None), "non-empty list"),
-    (dict(n_clusters=[4, 5], n_heads=3), "n_heads=3 does not match n_clusters"),
-    (dict(n_heads=0), "n_heads must be an integer >= 1"),
-    (dict(sinkhorn_lambda=0.0), r"sinkhorn_lambda must be a number in \(0.0"),
-    (dict(sinkhorn_lambda=float("nan")), "sinkhorn_lambda must be a number"),
-    (dict(n_label_updates=0), "n_label_updates must be an integer >= 1"),
-    (dict(n_label_updates=9, max_epochs=3), "must not exceed max_epochs"),
-    (dict(n_clusters=3, cluster_marginal=[0.5, 0.5]), r"one entry per cluster, shape \(3,\)"),
-    (dict(n_clusters=3, cluster_marginal=[0.5, 0.5, 0.0]), "finite and > 0"),
-    (dict(n_clusters=3, cluster_marginal=[0.5, np.nan, 0.2]), "finite and > 0"),
-    (dict(n_clusters=3, cluster_marginal="abc"), "cluster_marginal must be None or an array"),
-    (dict(device="tpu"), "unknown device 'tpu'"),
-    (dict(pretext="rotnet"), "pretext must be None, 'auto', 'simclr' or a pretext transformer"),
-    (dict(batch_size=1), "batch_size must be an integer >= 2"),
-    (dict(head_init="centroids"), "head_init must be 'auto', 'kmeans' or 'random'"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(n_clusters=1), "n_clusters must be an integer >= 2"),
+        (dict(n_clusters=500), r"n_clusters=500 must not exceed the number of samples \(300\)"),
+        (dict(n_clusters=2.5), "n_clusters must be an int or a list of ints"),
+        (dict(n_clusters=[4, 1], n_heads=None), r"n_clusters\[1\] must be an integer >= 2"),
+        (dict(n_clusters=[4, "a"], n_heads=None), r"n_clusters\[1\] must be an integer >= 2"),
+        (dict(n_clusters=[], n_heads=None), "non-empty list"),
+        (dict(n_clusters=[4, 5], n_heads=3), "n_heads=3 does not match n_clusters"),
+        (dict(n_heads=0), "n_heads must be an integer >= 1"),
+        (dict(sinkhorn_lambda=0.0), r"sinkhorn_lambda must be a number in \(0.0"),
+        (dict(sinkhorn_lambda=float("nan")), "sinkhorn_lambda must be a number"),
+        (dict(n_label_updates=0), "n_label_updates must be an integer >= 1"),
+        (dict(n_label_updates=9, max_epochs=3), "must not exceed max_epochs"),
+        (dict(n_clusters=3, cluster_marginal=[0.5, 0.5]), r"one entry per cluster, shape \(3,\)"),
+        (dict(n_clusters=3, cluster_marginal=[0.5, 0.5, 0.0]), "finite and > 0"),
+        (dict(n_clusters=3, cluster_marginal=[0.5, np.nan, 0.2]), "finite and > 0"),
+        (dict(n_clusters=3, cluster_marginal="abc"), "cluster_marginal must be None or an array"),
+        (dict(device="tpu"), "unknown device 'tpu'"),
+        (dict(pretext="rotnet"), "pretext must be None, 'auto', 'simclr' or a pretext transformer"),
+        (dict(batch_size=1), "batch_size must be an integer >= 2"),
+        (dict(head_init="centroids"), "head_init must be 'auto', 'kmeans' or 'random'"),
+    ],
+)
 def test_bad_parameters(blobs, params, message):
     X, _ = blobs
     with pytest.raises(ValueError, match=message):

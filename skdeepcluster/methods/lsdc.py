@@ -38,8 +38,9 @@ AUTO_MIN_EPOCHS = 30
 AUTO_MIN_STEPS = 5000
 
 
-def _calibrated(batches: list[Tensor], similarity: str, params: dict,
-                n_clusters: int) -> float | int:
+def _calibrated(
+    batches: list[Tensor], similarity: str, params: dict, n_clusters: int
+) -> float | int:
     """The value of that parameter labelling 1 / n_clusters of the pairs of ``batches`` similar."""
     key = calibrated_parameter(similarity)
     others = {k: v for k, v in params.items() if k != key}
@@ -74,10 +75,17 @@ class LSDCObjective:
         the first batch so that ``1 / n_clusters`` of its pairs are similar.
     """
 
-    def __init__(self, augment: Callable[[Tensor], Tensor], similarity: str,
-                 similarity_params: dict, composition: Callable | None,
-                 consistency_weight: float, rampup_steps: int,
-                 label_features: Tensor | None = None, n_clusters: int | None = None) -> None:
+    def __init__(
+        self,
+        augment: Callable[[Tensor], Tensor],
+        similarity: str,
+        similarity_params: dict,
+        composition: Callable | None,
+        consistency_weight: float,
+        rampup_steps: int,
+        label_features: Tensor | None = None,
+        n_clusters: int | None = None,
+    ) -> None:
         self.augment = augment
         self.similarity = similarity
         self.similarity_params = similarity_params
@@ -101,23 +109,32 @@ class LSDCObjective:
         p_clean, p_aug, *p_comp = probs.split(n)
         # pairwise labels of the batch from the clean view's penultimate features (Sec. 3.2),
         # or from the fixed pretext features of the same samples
-        source = (features[:n].detach() if self.label_features is None
-                  else self.label_features[idx]).float()
+        source = (
+            features[:n].detach() if self.label_features is None else self.label_features[idx]
+        ).float()
         key = calibrated_parameter(self.similarity)
         if self.similarity_params[key] is None:  # calibrate on the first batch's features
-            self.similarity_params = {**self.similarity_params, key: _calibrated(
-                [source], self.similarity, self.similarity_params, self.n_clusters)}
+            self.similarity_params = {
+                **self.similarity_params,
+                key: _calibrated(
+                    [source], self.similarity, self.similarity_params, self.n_clusters
+                ),
+            }
         adjacency = pairwise_adjacency(source, self.similarity, **self.similarity_params)
         if self.composition is not None:  # eq. (6): T[i, j] = sum_s w[j, s] A[i, sources[j, s]]
             target, p_other = composite_targets(adjacency, sources, weights), p_comp[0]
         else:
             target, p_other = adjacency, p_aug
-        bce = lsdc_pairwise_bce(p_clean, p_other, target)                         # eq. (5)
-        mse = consistency_mse(p_clean, p_aug)                                     # eq. (8)
+        bce = lsdc_pairwise_bce(p_clean, p_other, target)  # eq. (5)
+        mse = consistency_mse(p_clean, p_aug)  # eq. (8)
         weight = rampup_weight(self.step, self.rampup_steps, self.consistency_weight)
         self.step += 1
-        return {"loss": bce + weight * mse, "bce": bce, "consistency": mse,
-                "similar": adjacency.mean()}
+        return {
+            "loss": bce + weight * mse,
+            "bce": bce,
+            "consistency": mse,
+            "similar": adjacency.mean(),
+        }
 
 
 class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
@@ -282,15 +299,30 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     >>> labels = LSDC(n_clusters=10, random_state=0).fit_predict(X)  # doctest: +SKIP
     """
 
-    def __init__(self, n_clusters: int = 10, similarity: str = "cosine",
-                 threshold: float | None = None, center_features: bool = True,
-                 temperature: float = 1.0, n_neighbors: int | None = None,
-                 composition: str | None = "auto", consistency_weight: float = 10.0,
-                 rampup_epochs: int = 10, pretext: Any = "simclr", freeze_backbone: Any = "auto",
-                 label_features: str = "auto",
-                 max_epochs: int | str = "auto", batch_size: int = 64, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, augment: Callable | None = None, device: str = "cpu",
-                 random_state: Any = None, verbose: int = 0, callbacks: list | None = None) -> None:
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        similarity: str = "cosine",
+        threshold: float | None = None,
+        center_features: bool = True,
+        temperature: float = 1.0,
+        n_neighbors: int | None = None,
+        composition: str | None = "auto",
+        consistency_weight: float = 10.0,
+        rampup_epochs: int = 10,
+        pretext: Any = "simclr",
+        freeze_backbone: Any = "auto",
+        label_features: str = "auto",
+        max_epochs: int | str = "auto",
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        augment: Callable | None = None,
+        device: str = "cpu",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list | None = None,
+    ) -> None:
         self.n_clusters = n_clusters
         self.similarity = similarity
         self.threshold = threshold
@@ -317,11 +349,18 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     def _similarity_params(self) -> dict:
         """Keyword parameters of the pairwise criterion; sets ``threshold_``."""
         if not isinstance(self.similarity, str) or self.similarity not in SIMILARITIES:
-            raise ValueError(f"unknown similarity {self.similarity!r}; accepted names are "
-                             + ", ".join(repr(s) for s in SIMILARITIES))
+            raise ValueError(
+                f"unknown similarity {self.similarity!r}; accepted names are "
+                + ", ".join(repr(s) for s in SIMILARITIES)
+            )
         if self.similarity == "knn":
-            return {"n_neighbors": (None if self.n_neighbors is None
-                                    else check_positive_int(self.n_neighbors, "n_neighbors"))}
+            return {
+                "n_neighbors": (
+                    None
+                    if self.n_neighbors is None
+                    else check_positive_int(self.n_neighbors, "n_neighbors")
+                )
+            }
         if self.threshold is None:
             tau = None
         elif self.similarity == "cosine":
@@ -331,13 +370,15 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         else:
             tau = check_number(self.threshold, "threshold (squared L2 distance)")
         if self.similarity == "sne":
-            return {"threshold": tau,
-                    "temperature": check_number(self.temperature, "temperature", 0.0,
-                                                low_open=True)}
+            return {
+                "threshold": tau,
+                "temperature": check_number(self.temperature, "temperature", 0.0, low_open=True),
+            }
         if self.similarity == "cosine":
             if not isinstance(self.center_features, (bool, np.bool_)):
-                raise ValueError("center_features must be True or False, got "
-                                 f"{self.center_features!r}")
+                raise ValueError(
+                    f"center_features must be True or False, got {self.center_features!r}"
+                )
             return {"threshold": tau, "center": bool(self.center_features)}
         return {"threshold": tau}
 
@@ -346,40 +387,65 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self._check_n_clusters(self.n_clusters, X.shape[0])
         params = self._similarity_params()
         if not any(self.composition is c or self.composition == c for c in COMPOSITIONS):
-            raise ValueError(f"unknown composition {self.composition!r}; accepted: 'auto', "
-                             "'ricap' (images), 'mixup' or None")
+            raise ValueError(
+                f"unknown composition {self.composition!r}; accepted: 'auto', "
+                "'ricap' (images), 'mixup' or None"
+            )
         is_image = X.ndim == 4
         if self.composition == "ricap" and not is_image:
-            raise ValueError("composition='ricap' needs images (n, h, w) or (n, c, h, w); X holds "
-                             "vectors: use composition='mixup' (or 'auto')")
-        self.composition_ = (("ricap" if is_image else "mixup") if self.composition == "auto"
-                             else self.composition)
+            raise ValueError(
+                "composition='ricap' needs images (n, h, w) or (n, c, h, w); X holds "
+                "vectors: use composition='mixup' (or 'auto')"
+            )
+        self.composition_ = (
+            ("ricap" if is_image else "mixup") if self.composition == "auto" else self.composition
+        )
         check_number(self.consistency_weight, "consistency_weight")
         check_positive_int(self.rampup_epochs, "rampup_epochs", 0)
-        self.n_epochs_ = resolve_max_epochs(self.max_epochs, X.shape[0], self.batch_size,
-                                            AUTO_MIN_EPOCHS, AUTO_MIN_STEPS, minimum=1)
-        if not (isinstance(self.freeze_backbone, (bool, np.bool_))
-                or (isinstance(self.freeze_backbone, str) and self.freeze_backbone == "auto")):
-            raise ValueError("freeze_backbone must be True, False or 'auto', got "
-                             f"{self.freeze_backbone!r}")
-        if not (self.pretext is None or (isinstance(self.pretext, str) and self.pretext in PRETEXTS)
-                or (not isinstance(self.pretext, str) and hasattr(self.pretext, "fit"))):
-            raise ValueError("pretext must be 'simclr', 'rotnet', a pretext transformer (e.g. "
-                             f"RotNet(...)) or None; got {self.pretext!r}")
-        self.freeze_backbone_ = (self.pretext is not None if isinstance(self.freeze_backbone, str)
-                                 else bool(self.freeze_backbone))
+        self.n_epochs_ = resolve_max_epochs(
+            self.max_epochs, X.shape[0], self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS, minimum=1
+        )
+        if not (
+            isinstance(self.freeze_backbone, (bool, np.bool_))
+            or (isinstance(self.freeze_backbone, str) and self.freeze_backbone == "auto")
+        ):
+            raise ValueError(
+                f"freeze_backbone must be True, False or 'auto', got {self.freeze_backbone!r}"
+            )
+        if not (
+            self.pretext is None
+            or (isinstance(self.pretext, str) and self.pretext in PRETEXTS)
+            or (not isinstance(self.pretext, str) and hasattr(self.pretext, "fit"))
+        ):
+            raise ValueError(
+                "pretext must be 'simclr', 'rotnet', a pretext transformer (e.g. "
+                f"RotNet(...)) or None; got {self.pretext!r}"
+            )
+        self.freeze_backbone_ = (
+            self.pretext is not None
+            if isinstance(self.freeze_backbone, str)
+            else bool(self.freeze_backbone)
+        )
         if self.freeze_backbone_ and self.pretext is None:
-            raise ValueError("freeze_backbone=True needs a pretext to initialise the frozen layers "
-                             "(pretext='rotnet', 'simclr' or a transformer)")
+            raise ValueError(
+                "freeze_backbone=True needs a pretext to initialise the frozen layers "
+                "(pretext='rotnet', 'simclr' or a transformer)"
+            )
         if not (isinstance(self.label_features, str) and self.label_features in LABEL_FEATURES):
-            raise ValueError("label_features must be 'auto', 'online' or 'pretext', got "
-                             f"{self.label_features!r}")
-        self.label_features_ = (("online" if self.pretext is None else "spectral")
-                                if self.label_features == "auto" else self.label_features)
+            raise ValueError(
+                f"label_features must be 'auto', 'online' or 'pretext', got {self.label_features!r}"
+            )
+        self.label_features_ = (
+            ("online" if self.pretext is None else "spectral")
+            if self.label_features == "auto"
+            else self.label_features
+        )
         if self.label_features_ != "online" and self.pretext is None:
-            raise ValueError(f"label_features={self.label_features_!r} needs a pretext "
-                             "(pretext='simclr', 'rotnet' or a transformer); use 'online' to "
-                             "train from scratch")
+            raise ValueError(
+                f"label_features={self.label_features_!r} needs a pretext "
+                "(pretext='simclr', 'rotnet' or a transformer); use 'online' to "
+                "train from scratch"
+            )
         return params
 
     # ------------------------------------------------------------------ fit
@@ -398,11 +464,19 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             n_batches = batches_per_epoch(len(data), self.batch_size)
             fixed = self._fixed_label_features(backbone, data, seed)
             similarity_params = self._calibrate(similarity_params, fixed, seed)
-            objective = LSDCObjective(augment, self.similarity, similarity_params, composition,
-                                      float(self.consistency_weight),
-                                      self.rampup_epochs * n_batches, fixed, self.n_clusters)
-            self.net_ = self._make_net(model, objective, data, self.n_epochs_,
-                                       log_terms=("bce", "consistency", "similar"))
+            objective = LSDCObjective(
+                augment,
+                self.similarity,
+                similarity_params,
+                composition,
+                float(self.consistency_weight),
+                self.rampup_epochs * n_batches,
+                fixed,
+                self.n_clusters,
+            )
+            self.net_ = self._make_net(
+                model, objective, data, self.n_epochs_, log_terms=("bce", "consistency", "similar")
+            )
             self.net_.fit_on_data()
         self.net_.release_data()
         self.module_ = self.net_.module_
@@ -413,8 +487,9 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.labels_ = self.predict(X)
         return self
 
-    def _fixed_label_features(self, backbone: nn.Module, data: DeviceData,
-                              seed: int) -> Tensor | None:
+    def _fixed_label_features(
+        self, backbone: nn.Module, data: DeviceData, seed: int
+    ) -> Tensor | None:
         """The features pairwise labels are made from when they are held fixed, else None."""
         if self.label_features_ == "online":
             return None
@@ -422,8 +497,12 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         n = len(features)
         if self.label_features_ == "spectral" and n >= 3:
             # tiny data: the graph and the eigenvectors (plus the dropped trivial one) must fit
-            features = neighbor_graph_embedding(features, min(self.n_clusters, n - 2),
-                                                min(SPECTRAL_NEIGHBORS, n - 1), random_state=seed)
+            features = neighbor_graph_embedding(
+                features,
+                min(self.n_clusters, n - 2),
+                min(SPECTRAL_NEIGHBORS, n - 1),
+                random_state=seed,
+            )
         return features
 
     def _calibrate(self, params: dict, fixed: Tensor | None, seed: int) -> dict:
@@ -438,8 +517,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             n_batches = max(1, min(CALIBRATION_BATCHES, len(fixed) // batch))
             order = torch.randperm(len(fixed), generator=gen)[: n_batches * batch]
             batches = [fixed[i.to(fixed.device)].float() for i in order.view(n_batches, batch)]
-            params = {**params, key: _calibrated(batches, self.similarity, params,
-                                                 self.n_clusters)}
+            params = {**params, key: _calibrated(batches, self.similarity, params, self.n_clusters)}
         return params
 
     def _initial_backbone(self, X: np.ndarray, data: DeviceData, seed: int) -> nn.Module:

@@ -27,8 +27,13 @@ class SCANObjective:
     Keeps the epoch's summed loss of each head so the best head can be chosen by lowest loss.
     """
 
-    def __init__(self, augment: Callable[[Tensor], Tensor], neighbors: Tensor,
-                 entropy_weight: float, n_heads: int) -> None:
+    def __init__(
+        self,
+        augment: Callable[[Tensor], Tensor],
+        neighbors: Tensor,
+        entropy_weight: float,
+        n_heads: int,
+    ) -> None:
         self.augment = augment
         self.neighbors = neighbors
         self.entropy_weight = entropy_weight
@@ -44,16 +49,19 @@ class SCANObjective:
         terms = [scan_loss(*logits.chunk(2), self.entropy_weight) for logits in module(x)]
         totals = torch.stack([t.total for t in terms])
         self.head_losses += totals.detach()
-        return {"loss": totals.mean(),  # mean over heads: readable log, same Adam steps
-                "consistency": torch.stack([t.consistency for t in terms]).mean(),
-                "entropy": torch.stack([t.entropy for t in terms]).mean()}
+        return {
+            "loss": totals.mean(),  # mean over heads: readable log, same Adam steps
+            "consistency": torch.stack([t.consistency for t in terms]).mean(),
+            "entropy": torch.stack([t.entropy for t in terms]).mean(),
+        }
 
 
 class SelfLabelObjective:
     """Pseudo-labels from a weak view's confident predictions; class-balanced CE on a strong view."""
 
-    def __init__(self, weak: Callable[[Tensor], Tensor], strong: Callable[[Tensor], Tensor],
-                 threshold: float) -> None:
+    def __init__(
+        self, weak: Callable[[Tensor], Tensor], strong: Callable[[Tensor], Tensor], threshold: float
+    ) -> None:
         self.weak = weak
         self.strong = strong
         self.threshold = threshold
@@ -64,8 +72,10 @@ class SelfLabelObjective:
             weak_probs = torch.softmax(module(self.weak(x))[0].float(), dim=1)
         strong_logits = module(self.strong(x))[0]
         confident = (weak_probs.max(1).values > self.threshold).float().mean()
-        return {"loss": self_label_loss(strong_logits, weak_probs, self.threshold),
-                "confident": confident}
+        return {
+            "loss": self_label_loss(strong_logits, weak_probs, self.threshold),
+            "confident": confident,
+        }
 
 
 class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
@@ -161,13 +171,28 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     n_features_in_ : int
     """
 
-    def __init__(self, n_clusters: int = 10, pretext: Any = "simclr", n_neighbors: int = 20,
-                 n_heads: int = 10, entropy_weight: float = 5.0, confidence_threshold: float = 0.99,
-                 max_epochs: int = 30, self_label_epochs: int = 10, update_backbone: bool = True,
-                 batch_size: int = 128, lr: float = 1e-3, head_lr: float = 1e-2,
-                 self_label_lr: float = 1e-4,
-                 weight_decay: float = 1e-4, augment: Callable | None = None, device: str = "cpu",
-                 random_state: Any = None, verbose: int = 0, callbacks: list | None = None) -> None:
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        pretext: Any = "simclr",
+        n_neighbors: int = 20,
+        n_heads: int = 10,
+        entropy_weight: float = 5.0,
+        confidence_threshold: float = 0.99,
+        max_epochs: int = 30,
+        self_label_epochs: int = 10,
+        update_backbone: bool = True,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        head_lr: float = 1e-2,
+        self_label_lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        augment: Callable | None = None,
+        device: str = "cpu",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list | None = None,
+    ) -> None:
         self.n_clusters = n_clusters
         self.pretext = pretext
         self.n_neighbors = n_neighbors
@@ -194,8 +219,10 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self._check_n_clusters(self.n_clusters, n_samples)
         check_positive_int(self.n_neighbors, "n_neighbors")
         if self.n_neighbors >= n_samples:
-            raise ValueError(f"n_neighbors={self.n_neighbors} must be smaller than the number of "
-                             f"samples ({n_samples})")
+            raise ValueError(
+                f"n_neighbors={self.n_neighbors} must be smaller than the number of "
+                f"samples ({n_samples})"
+            )
         check_positive_int(self.n_heads, "n_heads")
         check_number(self.entropy_weight, "entropy_weight")
         check_number(self.confidence_threshold, "confidence_threshold", 0.0, 1.0)
@@ -204,14 +231,18 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         check_number(self.head_lr, "head_lr", 0.0, low_open=True)
         check_number(self.self_label_lr, "self_label_lr", 0.0, low_open=True)
         if not (self.pretext is None or self.pretext == "simclr" or hasattr(self.pretext, "fit")):
-            raise ValueError("pretext must be 'simclr', a pretext transformer (e.g. SimCLR(...)) or "
-                             f"None; got {self.pretext!r}")
+            raise ValueError(
+                "pretext must be 'simclr', a pretext transformer (e.g. SimCLR(...)) or "
+                f"None; got {self.pretext!r}"
+            )
 
     @staticmethod
     def _check_neighbors(neighbors: np.ndarray, n_samples: int) -> np.ndarray:
         if neighbors.ndim != 2 or neighbors.shape[0] != n_samples or neighbors.shape[1] < 1:
-            raise ValueError(f"the neighbours carried by X must be (n_samples, k) = ({n_samples}, k); "
-                             f"got shape {neighbors.shape}")
+            raise ValueError(
+                f"the neighbours carried by X must be (n_samples, k) = ({n_samples}, k); "
+                f"got shape {neighbors.shape}"
+            )
         if neighbors.min() < 0 or neighbors.max() >= n_samples:
             raise ValueError("the neighbours carried by X must index rows of X")
         return neighbors.astype(np.int64)
@@ -242,8 +273,11 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         data = DeviceData(X, self.device_)
         raw = carried is None and self.pretext is not None
         if raw:
-            pretext = (SimCLR(device=self.device, random_state=seed, verbose=self.verbose)
-                       if isinstance(self.pretext, str) else clone(self.pretext))
+            pretext = (
+                SimCLR(device=self.device, random_state=seed, verbose=self.verbose)
+                if isinstance(self.pretext, str)
+                else clone(self.pretext)
+            )
             self.pretext_ = pretext.fit(X)
             backbone = copy.deepcopy(self.pretext_.backbone_)
             embeddings = self._forward_all(backbone, X)
@@ -254,25 +288,38 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         else:
             embeddings = data.subset(len(data))
         if carried is not None:
-            neighbors = torch.as_tensor(self._check_neighbors(carried, len(data)), device=self.device_)
+            neighbors = torch.as_tensor(
+                self._check_neighbors(carried, len(data)), device=self.device_
+            )
         else:
             neighbors = mine_neighbors(embeddings, self.n_neighbors)
         self.neighbors_ = to_numpy(neighbors)
         head_sizes = [self.n_clusters] * self.n_heads
         if raw:
             augment = self.augment or default_augmentations(data.subset())[0]
-            return data, ClusterModel(backbone, backbone.out_features, head_sizes), augment, \
-                neighbors, None
+            return (
+                data,
+                ClusterModel(backbone, backbone.out_features, head_sizes),
+                augment,
+                neighbors,
+                None,
+            )
         standardize = Standardize.from_data(data.subset()).to(self.device_)
         model = ClusterModel(standardize, data.tensor.shape[1], head_sizes)
         return data, model, identity, neighbors, frozen
 
-    def _cluster(self, data: DeviceData, module: nn.Module, augment: Callable, neighbors: Tensor
-                 ) -> None:
+    def _cluster(
+        self, data: DeviceData, module: nn.Module, augment: Callable, neighbors: Tensor
+    ) -> None:
         objective = SCANObjective(augment, neighbors, self.entropy_weight, self.n_heads)
-        self.net_ = self._make_net(module, objective, data, self.max_epochs,
-                                   log_terms=("consistency", "entropy"),
-                                   group_lrs={"heads.*": self.head_lr})
+        self.net_ = self._make_net(
+            module,
+            objective,
+            data,
+            self.max_epochs,
+            log_terms=("consistency", "entropy"),
+            group_lrs={"heads.*": self.head_lr},
+        )
         self.net_.fit_on_data()
         n_batches = self.net_.history[-1, "train_batch_count"]
         self.head_losses_ = to_numpy(objective.head_losses) / max(n_batches, 1)
@@ -292,13 +339,22 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
                 f"SCAN self-labelling skipped: no training sample has a confidence above "
                 f"confidence_threshold={self.confidence_threshold} (highest: "
                 f"{float(confidence.max()):.3f}). Lower confidence_threshold or train the clustering "
-                "step longer (max_epochs).", UserWarning, stacklevel=3)
+                "step longer (max_epochs).",
+                UserWarning,
+                stacklevel=3,
+            )
             return
         strong = default_augmentations(data.subset())[1]
         objective = SelfLabelObjective(weak, strong, self.confidence_threshold)
         self.net_.release_data()
-        self.net_ = self._make_net(self.module_, objective, data, self.self_label_epochs,
-                                   lr=self.self_label_lr, log_terms=("confident",))
+        self.net_ = self._make_net(
+            self.module_,
+            objective,
+            data,
+            self.self_label_epochs,
+            lr=self.self_label_lr,
+            log_terms=("confident",),
+        )
         self.net_.fit_on_data()
         self.module_ = self.net_.module_
         self.history_["self_labelling"] = self.net_.history

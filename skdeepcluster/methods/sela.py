@@ -49,13 +49,15 @@ def label_update_epochs(n_updates: int, max_epochs: int) -> np.ndarray:
     m = check_positive_int(n_updates, "n_label_updates")
     e = check_positive_int(max_epochs, "max_epochs")
     if m > e:
-        raise ValueError(f"n_label_updates={m} must not exceed max_epochs={e} "
-                         "(at most one label update per epoch)")
+        raise ValueError(
+            f"n_label_updates={m} must not exceed max_epochs={e} "
+            "(at most one label update per epoch)"
+        )
     t = (np.arange(m) / (m - 1)) ** 2 if m > 1 else np.zeros(1)
     epochs = np.rint(t * (e - 1)).astype(np.int64)
-    for i in range(1, m):                        # distinct: push crowded updates later...
+    for i in range(1, m):  # distinct: push crowded updates later...
         epochs[i] = max(epochs[i], epochs[i - 1] + 1)
-    for i in range(m - 1, -1, -1):               # ...without running past the last epoch
+    for i in range(m - 1, -1, -1):  # ...without running past the last epoch
         epochs[i] = min(epochs[i], e - m + i)
     return epochs
 
@@ -94,8 +96,11 @@ def kmeans_heads(heads: Sequence[nn.Linear], features: Tensor, seed: int) -> lis
 
     rng = np.random.default_rng(seed)
     f = features.detach().float().cpu()
-    fit_rows = (rng.choice(len(f), KMEANS_MAX_SAMPLES, replace=False)
-                if len(f) > KMEANS_MAX_SAMPLES else slice(None))
+    fit_rows = (
+        rng.choice(len(f), KMEANS_MAX_SAMPLES, replace=False)
+        if len(f) > KMEANS_MAX_SAMPLES
+        else slice(None)
+    )
     agreement = []
     for h, head in enumerate(heads):
         km = KMeans(head.out_features, n_init=3, random_state=seed + h).fit(f[fit_rows].numpy())
@@ -148,9 +153,15 @@ class SeLaObjective:
         Batch size of the forward pass over the data set.
     """
 
-    def __init__(self, augment: Callable[[Tensor], Tensor], labels: Tensor,
-                 update_epochs: Sequence[int], sinkhorn_lambda: float,
-                 marginals: list[Tensor | None], batch_size: int) -> None:
+    def __init__(
+        self,
+        augment: Callable[[Tensor], Tensor],
+        labels: Tensor,
+        update_epochs: Sequence[int],
+        sinkhorn_lambda: float,
+        marginals: list[Tensor | None],
+        batch_size: int,
+    ) -> None:
         self.augment = augment
         self.labels = labels
         self.update_epochs = {int(e) for e in update_epochs}
@@ -184,9 +195,13 @@ class SeLaObjective:
         for head_logits, marginal in zip(logits, self.marginals):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                result = sinkhorn_knopp(F.log_softmax(head_logits, dim=1), lam=self.sinkhorn_lambda,
-                                        cluster_marginal=marginal, tol=SINKHORN_TOL,
-                                        return_labels=True)
+                result = sinkhorn_knopp(
+                    F.log_softmax(head_logits, dim=1),
+                    lam=self.sinkhorn_lambda,
+                    cluster_marginal=marginal,
+                    tol=SINKHORN_TOL,
+                    return_labels=True,
+                )
             labels.append(result.labels.to(self.labels))
             errors.append(result.marginal_error)
         new = torch.stack(labels)
@@ -198,8 +213,12 @@ class SeLaObjective:
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
         targets = self.labels[:, idx]
-        losses = torch.stack([F.cross_entropy(logits.float(), target)
-                              for logits, target in zip(module(self.augment(data[idx])), targets)])
+        losses = torch.stack(
+            [
+                F.cross_entropy(logits.float(), target)
+                for logits, target in zip(module(self.augment(data[idx])), targets)
+            ]
+        )
         self.head_losses += losses.detach()
         return {"loss": losses.mean()}  # eq. (3) averaged over the heads
 
@@ -384,13 +403,26 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     >>> labels = SeLa(n_clusters=10, random_state=0).fit_predict(X)  # doctest: +SKIP
     """
 
-    def __init__(self, n_clusters: int | Sequence[int] = 10, n_heads: int | None = None,
-                 sinkhorn_lambda: float = 25.0, n_label_updates: int | None = None,
-                 cluster_marginal: Any = None, pretext: Any = "auto", head_init: str = "auto",
-                 backbone: nn.Module | None = None, max_epochs: int = 100, batch_size: int = 256,
-                 lr: float = 2e-3, weight_decay: float = 5e-2, augment: Callable | None = None,
-                 device: str = "cpu", random_state: Any = None, verbose: int = 0,
-                 callbacks: list | None = None) -> None:
+    def __init__(
+        self,
+        n_clusters: int | Sequence[int] = 10,
+        n_heads: int | None = None,
+        sinkhorn_lambda: float = 25.0,
+        n_label_updates: int | None = None,
+        cluster_marginal: Any = None,
+        pretext: Any = "auto",
+        head_init: str = "auto",
+        backbone: nn.Module | None = None,
+        max_epochs: int = 100,
+        batch_size: int = 256,
+        lr: float = 2e-3,
+        weight_decay: float = 5e-2,
+        augment: Callable | None = None,
+        device: str = "cpu",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list | None = None,
+    ) -> None:
         self.n_clusters = n_clusters
         self.n_heads = n_heads
         self.sinkhorn_lambda = sinkhorn_lambda
@@ -416,15 +448,20 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
             sizes = list(self.n_clusters)
             if not sizes:
                 raise ValueError("n_clusters must be an int or a non-empty list of ints; got []")
-            sizes = [self._check_n_clusters(k, n_samples, f"n_clusters[{i}]")
-                     for i, k in enumerate(sizes)]
+            sizes = [
+                self._check_n_clusters(k, n_samples, f"n_clusters[{i}]")
+                for i, k in enumerate(sizes)
+            ]
             if self.n_heads is not None and self.n_heads != len(sizes):
-                raise ValueError(f"n_heads={self.n_heads!r} does not match n_clusters, a list of "
-                                 f"{len(sizes)} head sizes; leave n_heads=None with a list")
+                raise ValueError(
+                    f"n_heads={self.n_heads!r} does not match n_clusters, a list of "
+                    f"{len(sizes)} head sizes; leave n_heads=None with a list"
+                )
             return sizes
         if not isinstance(self.n_clusters, numbers.Integral) or isinstance(self.n_clusters, bool):
-            raise ValueError("n_clusters must be an int or a list of ints, got "
-                             f"{self.n_clusters!r}")
+            raise ValueError(
+                f"n_clusters must be an int or a list of ints, got {self.n_clusters!r}"
+            )
         k = self._check_n_clusters(self.n_clusters, n_samples)
         n_heads = 3 if self.n_heads is None else check_positive_int(self.n_heads, "n_heads")
         return [k] * n_heads
@@ -435,11 +472,15 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         try:
             marginal = np.asarray(self.cluster_marginal, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise ValueError("cluster_marginal must be None or an array of cluster shares, got "
-                             f"{self.cluster_marginal!r}") from exc
+            raise ValueError(
+                "cluster_marginal must be None or an array of cluster shares, got "
+                f"{self.cluster_marginal!r}"
+            ) from exc
         if marginal.shape != (k,):
-            raise ValueError(f"cluster_marginal must have one entry per cluster, shape ({k},); got "
-                             f"shape {marginal.shape}")
+            raise ValueError(
+                f"cluster_marginal must have one entry per cluster, shape ({k},); got "
+                f"shape {marginal.shape}"
+            )
         if not np.all(np.isfinite(marginal)) or np.any(marginal <= 0):
             raise ValueError(f"cluster_marginal entries must be finite and > 0, got {marginal}")
         return marginal / marginal.sum()
@@ -451,20 +492,27 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         check_number(self.sinkhorn_lambda, "sinkhorn_lambda", 0.0, low_open=True)
         schedule = label_update_epochs(
             self.max_epochs if self.n_label_updates is None else self.n_label_updates,
-            self.max_epochs)
-        if not (self.pretext is None or (isinstance(self.pretext, str)
-                                         and self.pretext in ("auto", "simclr"))
-                or (not isinstance(self.pretext, str) and hasattr(self.pretext, "fit"))):
-            raise ValueError("pretext must be None, 'auto', 'simclr' or a pretext transformer "
-                             f"(e.g. SimCLR(...)); got {self.pretext!r}")
+            self.max_epochs,
+        )
+        if not (
+            self.pretext is None
+            or (isinstance(self.pretext, str) and self.pretext in ("auto", "simclr"))
+            or (not isinstance(self.pretext, str) and hasattr(self.pretext, "fit"))
+        ):
+            raise ValueError(
+                "pretext must be None, 'auto', 'simclr' or a pretext transformer "
+                f"(e.g. SimCLR(...)); got {self.pretext!r}"
+            )
         if self.backbone is not None and not isinstance(self.backbone, nn.Module):
-            raise ValueError("backbone must be None or a torch.nn.Module, got "
-                             f"{type(self.backbone).__name__}")
+            raise ValueError(
+                f"backbone must be None or a torch.nn.Module, got {type(self.backbone).__name__}"
+            )
         if self.augment is not None and not callable(self.augment):
             raise ValueError(f"augment must be None or a callable, got {self.augment!r}")
         if not (isinstance(self.head_init, str) and self.head_init in ("auto", "kmeans", "random")):
-            raise ValueError("head_init must be 'auto', 'kmeans' or 'random', got "
-                             f"{self.head_init!r}")
+            raise ValueError(
+                f"head_init must be 'auto', 'kmeans' or 'random', got {self.head_init!r}"
+            )
         return sizes, marginal, schedule
 
     # ------------------------------------------------------------------ fit
@@ -472,8 +520,11 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         """Cluster ``X`` (``y`` is ignored)."""
         X = self._validate_input(X, reset=True)
         sizes, marginal, schedule = self._check_params(X.shape[0])
-        self.head_init_ = (("random" if self._from_scratch(X) else "kmeans")
-                           if self.head_init == "auto" else self.head_init)
+        self.head_init_ = (
+            ("random" if self._from_scratch(X) else "kmeans")
+            if self.head_init == "auto"
+            else self.head_init
+        )
         self.device_ = self._device()
         self.head_sizes_ = sizes
         self.label_update_epochs_ = schedule
@@ -485,9 +536,14 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
                 features = self._forward_data(module.backbone, data)
                 kmeans_heads(module.heads, features, seed)
             augment = self.augment or default_augmentations(data.subset())[0]
-            objective = SeLaObjective(augment, self._initial_labels(len(data), sizes, marginal),
-                                      schedule, self.sinkhorn_lambda,
-                                      self._marginals(sizes, marginal), max(self.batch_size, 256))
+            objective = SeLaObjective(
+                augment,
+                self._initial_labels(len(data), sizes, marginal),
+                schedule,
+                self.sinkhorn_lambda,
+                self._marginals(sizes, marginal),
+                max(self.batch_size, 256),
+            )
             self.net_ = self._make_net(module, objective, data, self.max_epochs)
             self.net_.fit_on_data()
         self.net_.release_data()
@@ -504,27 +560,35 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
                 f"SeLa: the last Sinkhorn label update stopped at a cluster-marginal L1 error of "
                 f"{objective.sinkhorn_error:.3f} (tol {SINKHORN_TOL}), so the cluster sizes of "
                 "pseudo_labels_ are only roughly the asked ones; a smaller sinkhorn_lambda "
-                "converges faster.", ConvergenceWarning, stacklevel=2)
+                "converges faster.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         # X is already validated (gray images got their channel axis): predict on it directly
         self.labels_ = to_numpy(self._forward_all(self.module_, X)[self.head_].argmax(1))
         return self
 
-    def _initial_model(self, X: np.ndarray, data: DeviceData, sizes: list[int],
-                       seed: int) -> ClusterModel:
+    def _initial_model(
+        self, X: np.ndarray, data: DeviceData, sizes: list[int], seed: int
+    ) -> ClusterModel:
         self.pretext_ = None
         if self._from_scratch(X):
             body = None if self.backbone is None else copy.deepcopy(self.backbone)
             backbone = build_backbone(data.subset(), body)
         else:
-            pretext = (SimCLR(device=self.device, random_state=seed, verbose=self.verbose)
-                       if isinstance(self.pretext, str) else clone(self.pretext))
+            pretext = (
+                SimCLR(device=self.device, random_state=seed, verbose=self.verbose)
+                if isinstance(self.pretext, str)
+                else clone(self.pretext)
+            )
             self.pretext_ = pretext.fit(X)
             backbone = copy.deepcopy(self.pretext_.backbone_).to(self.device_)
         return ClusterModel(backbone, backbone.out_features, sizes)
 
     def _from_scratch(self, X: np.ndarray) -> bool:
-        return self.pretext is None or (isinstance(self.pretext, str) and self.pretext == "auto"
-                                        and X.ndim == 2)
+        return self.pretext is None or (
+            isinstance(self.pretext, str) and self.pretext == "auto" and X.ndim == 2
+        )
 
     def _marginals(self, sizes: list[int], marginal: np.ndarray | None) -> list[Tensor | None]:
         if marginal is None:
@@ -538,7 +602,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         for k in sizes:
             if marginal is not None and k == sizes[0]:
                 counts = np.floor(marginal * n).astype(np.int64)
-                counts[: n - counts.sum()] += 1          # n in all
+                counts[: n - counts.sum()] += 1  # n in all
                 split = torch.repeat_interleave(torch.arange(k), torch.as_tensor(counts))
             else:
                 split = torch.arange(n) % k
