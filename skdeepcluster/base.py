@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import Tensor, nn
 
 from ._training import DeepClusterNet, DeviceData, Objective, batched_forward, batches_per_epoch
+from ._validation import check_number, check_positive_int
 
 _ACCEPTED_DEVICES = "'cpu', 'cuda', 'cuda:N' or a torch.device"
 
@@ -40,30 +40,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise ValueError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s)")
     return resolved
-
-
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum``, else a ValueError naming the parameter."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_number(
-    value: Any, name: str, low: float = 0.0, high: float = float("inf"), low_open: bool = False
-) -> float:
-    """``value`` as a float in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not np.isfinite(value)
-        or value < low
-        or value > high
-        or (low_open and value == low)
-    ):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}")
-    return float(value)
 
 
 def resolve_max_epochs(
@@ -88,29 +64,6 @@ def resolve_max_epochs(
             f"max_epochs must be 'auto' or an integer >= {minimum}, got {max_epochs!r}"
         )
     return check_positive_int(max_epochs, "max_epochs", minimum)
-
-
-def check_float_matrix(
-    t: Any, name: str, shape: str, per_row: str, min_rows: int = 1, hint: str = ""
-) -> None:
-    """ValueError unless ``t`` is a 2-D floating tensor with ``>= min_rows`` rows and a column.
-
-    ``shape`` (e.g. ``"(N, K)"``) and ``per_row`` (what a row holds) go into the messages.
-    """
-    if not isinstance(t, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape {shape}; got {type(t).__name__}.")
-    if t.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D tensor of shape {shape} ({per_row}); "
-            f"got shape {tuple(t.shape)}.{hint}"
-        )
-    if not t.is_floating_point():
-        raise ValueError(f"{name} must have a floating dtype; got {t.dtype}.")
-    if t.shape[0] < min_rows or t.shape[1] < 1:
-        raise ValueError(
-            f"{name} must have at least {min_rows} row(s) and one column; "
-            f"got shape {tuple(t.shape)}."
-        )
 
 
 class DeepEstimatorMixin:

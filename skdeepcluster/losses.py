@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import check_float_matrix
+from ._validation import check_float_matrix
 
 # SimCLR
 
@@ -182,8 +182,8 @@ def lsdc_pairwise_bce(
         augmented or composite batch.
     adjacency : Tensor of shape (N, M)
         Target :math:`A_{ij}`. Either hard 0/1 pairwise labels (see
-        :mod:`skdeepcluster.pairwise`) or soft targets in :math:`[0, 1]`
-        (see :func:`skdeepcluster.composition.composite_targets`). With soft
+        :mod:`skdeepcluster.pairwise_labels`) or soft targets in :math:`[0, 1]`
+        (see :func:`skdeepcluster.mixing.composite_targets`). With soft
         targets the minimum of the loss is the mean binary entropy of the
         targets, not zero. The target gets no gradient.
     eps : float, default=1e-7

@@ -25,13 +25,14 @@ with ``r`` the cluster marginal (uniform ``1/K`` unless given).
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
+
+from ._validation import check_number, check_positive_int
 
 __all__ = ["SinkhornResult", "sinkhorn_knopp"]
 
@@ -107,17 +108,10 @@ def _as_float_tensor(log_probs: object) -> torch.Tensor:
 
 def _check_scalars(lam: float, tol: float, max_iter: int, check_every: int) -> None:
     """Validate the scalar parameters."""
-    for name, val in (("lam", lam), ("tol", tol)):
-        if not (
-            isinstance(val, numbers.Real)
-            and not isinstance(val, bool)
-            and math.isfinite(val)
-            and val > 0
-        ):
-            raise ValueError(f"{name} must be a finite number > 0, got {val!r}.")
-    for name, val in (("max_iter", max_iter), ("check_every", check_every)):
-        if not (isinstance(val, numbers.Integral) and not isinstance(val, bool) and val >= 1):
-            raise ValueError(f"{name} must be an integer >= 1, got {val!r}.")
+    check_number(lam, "lam", 0.0, low_open=True)
+    check_number(tol, "tol", 0.0, low_open=True)
+    check_positive_int(max_iter, "max_iter")
+    check_positive_int(check_every, "check_every")
 
 
 def _cluster_marginal(

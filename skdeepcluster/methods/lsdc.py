@@ -16,10 +16,10 @@ from .._training import DeviceData, batches_per_epoch
 from ..augment import default_augmentations
 from ..backbones import ClusterModel, Frozen, build_backbone, split_last_block
 from ..base import DeepClusterMixin, check_number, check_positive_int, resolve_max_epochs
-from ..composition import composite_targets, mixup, ricap
 from ..losses import consistency_mse, lsdc_pairwise_bce, rampup_weight
+from ..mixing import composite_targets, mixup, ricap
 from ..neighbors import neighbor_graph_embedding
-from ..pairwise import calibrate_similarity, calibrated_parameter, pairwise_adjacency
+from ..pairwise_labels import calibrate_similarity, calibrated_parameter, pairwise_adjacency
 from ..pretext import RotNet, SimCLR
 
 SIMILARITIES = ("cosine", "l2", "sne", "knn")
@@ -56,11 +56,11 @@ class LSDCObjective:
     augment : callable
         View maker for x'.
     similarity : str
-        Criterion of :func:`skdeepcluster.pairwise.pairwise_adjacency`.
+        Criterion of :func:`skdeepcluster.pairwise_labels.pairwise_adjacency`.
     similarity_params : dict
         Its keyword parameters (``threshold``, ``temperature`` or ``n_neighbors``).
     composition : callable or None
-        :func:`~skdeepcluster.composition.ricap` or :func:`~skdeepcluster.composition.mixup`;
+        :func:`~skdeepcluster.mixing.ricap` or :func:`~skdeepcluster.mixing.mixup`;
         None to compare the clean view with the augmented view itself.
     consistency_weight : float
         Final weight of eq. (8).
@@ -146,7 +146,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     1. **pairwise labels** (Sec. 3.2, Table 1): the penultimate features :math:`f_i` of the clean
        view (the backbone's output, detached) give a 0/1 adjacency :math:`A_{ij}`
-       (:func:`skdeepcluster.pairwise.pairwise_adjacency`) by thresholding their cosine similarity
+       (:func:`skdeepcluster.pairwise_labels.pairwise_adjacency`) by thresholding their cosine similarity
        (``"cosine"``: :math:`\cos(f_i, f_j) > \tau`), their squared distance (``"l2"``:
        :math:`\lVert f_i - f_j\rVert^2 < \tau`), the symmetric SNE probabilities (``"sne"``,
        eqs. 1-2: :math:`p_{j|i} \propto \exp(-\lVert f_i - f_j\rVert^2 / T)`,
@@ -155,7 +155,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     2. **clustering loss**, eq. (5) (:func:`skdeepcluster.losses.lsdc_pairwise_bce`): the binary
        cross-entropy between :math:`A_{ij}` and :math:`p_i^\top p'_j`, the probability that the
        clean sample :math:`i` and the augmented sample :math:`j` share a cluster;
-    3. **composition**, eq. (6) (:mod:`skdeepcluster.composition`): :math:`x'` is replaced by
+    3. **composition**, eq. (6) (:mod:`skdeepcluster.mixing`): :math:`x'` is replaced by
        composites of the augmented batch (RICAP patches for images, MixUp for vectors), and the
        target of composite :math:`j` built from sources :math:`\sigma` with weights
        :math:`w_\sigma` becomes :math:`\sum_\sigma w_\sigma A_{i \sigma(j)}`;
@@ -181,7 +181,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         :math:`\tau` of the criterion (not used by "knn"): cosine in ``[-1, 1]``, squared distance
         ``>= 0``, SNE probability in ``[0, 1]``. None: calibrated so that ``1 / n_clusters`` of
         the pairs are similar (the share of same-cluster pairs of equal clusters), by
-        :func:`skdeepcluster.pairwise.calibrate_similarity`: on 20 random batches of the fixed
+        :func:`skdeepcluster.pairwise_labels.calibrate_similarity`: on 20 random batches of the fixed
         label features before training, or for ``label_features="online"`` on the first
         training batch (the features as the loss sees them). The value used is ``threshold_``.
         A fixed value suits one feature space only: a squared distance of 40 labelled about 5 %
@@ -189,7 +189,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         features.
     center_features : bool, default=True
         ``"cosine"`` only: compare the batch-centred features, :math:`\cos(f_i - \bar f, f_j -
-        \bar f)` (:func:`skdeepcluster.pairwise.cosine_adjacency`). The SimCLR backbone's features
+        \bar f)` (:func:`skdeepcluster.pairwise_labels.cosine_adjacency`). The SimCLR backbone's features
         are non-negative (ReLU, average pooling): on MNIST-test 85 % of the pairs of a batch had a
         raw cosine above 0.8 (and LSDC collapsed to one cluster), against 3 % after centring.
     temperature : float, default=1.0

@@ -21,13 +21,12 @@ generator; without one the global torch RNG is used.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 import torch
 from scipy.special import betaincinv
 from torch import Tensor
+
+from ._validation import check_number
 
 __all__ = ["blend", "composite_targets", "mixup", "ricap"]
 
@@ -48,17 +47,6 @@ def _check_batch(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must have a floating dtype; got {x.dtype}.")
     if x.shape[0] < 1:
         raise ValueError(f"{name} must hold at least one sample; got B=0.")
-
-
-def _check_concentration(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a positive real number; got {value!r}.")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"{name} must be a positive finite number (Beta({name}, {name})); got {value}."
-        )
-    return value
 
 
 def _check_generator(generator: object) -> None:
@@ -197,7 +185,7 @@ def mixup(
         ``alpha`` is not positive.
     """
     _check_batch(x)
-    a = _check_concentration(alpha, "alpha")
+    a = check_number(alpha, "alpha (positive, of Beta(alpha, alpha))", 0.0, low_open=True)
     _check_generator(generator)
     b = x.shape[0]
     device = _rng_device(generator, x.device)
@@ -271,7 +259,7 @@ def ricap(
             f"ricap needs a batch of images of shape (B, C, H, W); got shape {tuple(x.shape)}. "
             "Use mixup for vectors."
         )
-    bcon = _check_concentration(beta, "beta")
+    bcon = check_number(beta, "beta (positive, of Beta(beta, beta))", 0.0, low_open=True)
     _check_generator(generator)
     b, c, height, width = x.shape
     device = _rng_device(generator, x.device)
@@ -331,7 +319,7 @@ def composite_targets(adjacency: Tensor, sources: Tensor, weights: Tensor) -> Te
         Pairwise labels :math:`A` between the pure samples (rows) and the
         samples of the batch the composites were built from (columns);
         usually square (N = B), e.g. from
-        :func:`skdeepcluster.pairwise.pairwise_adjacency`. Boolean or
+        :func:`skdeepcluster.pairwise_labels.pairwise_adjacency`. Boolean or
         floating.
     sources : Tensor of shape (M, S), integer
         Indices into the columns of ``adjacency``, as returned by

@@ -1,4 +1,4 @@
-"""Property tests of the LSD-C pairwise labelling (skdeepcluster.pairwise)."""
+"""Property tests of the LSD-C pairwise labelling (skdeepcluster.pairwise_labels)."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skdeepcluster.pairwise import (
+from skdeepcluster.pairwise_labels import (
     calibrate_similarity,
     cosine_adjacency,
     knn_adjacency,

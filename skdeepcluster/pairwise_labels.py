@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import check_float_matrix
+from ._validation import check_float_matrix, check_real
 
 __all__ = [
     "calibrate_similarity",
@@ -64,22 +64,6 @@ def _check_features(f: Tensor, name: str = "f", min_samples: int = 1) -> Tensor:
         hint=" Flatten image features first.",
     )
     return f.detach().to(torch.promote_types(f.dtype, torch.float32))
-
-
-def _check_real(value: object, name: str) -> float:
-    """Return ``value`` as a finite Python float or raise a ValueError."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(
-                f"{name} must be a real number; got a tensor of shape {tuple(value.shape)}."
-            )
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number; got {value!r}.")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value}.")
-    return value
 
 
 def _finish(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -163,7 +147,7 @@ def cosine_adjacency(f: Tensor, threshold: float, *, center: bool = False) -> Te
     """
     dtype = f.dtype if isinstance(f, Tensor) else None
     f = _check_features(f)
-    tau = _check_real(threshold, "threshold")
+    tau = check_real(threshold, "threshold")
     if not -1.0 <= tau <= 1.0:
         raise ValueError(f"threshold for cosine similarity must lie in [-1, 1]; got {tau}.")
     if center:
@@ -219,7 +203,7 @@ def l2_adjacency(f: Tensor, threshold: float, *, normalize: bool = False) -> Ten
     """
     dtype = f.dtype if isinstance(f, Tensor) else None
     f = _check_features(f)
-    tau = _check_real(threshold, "threshold")
+    tau = check_real(threshold, "threshold")
     if tau < 0:
         raise ValueError(f"threshold for squared L2 distance must be >= 0; got {tau}.")
     if normalize:
@@ -281,7 +265,7 @@ def sne_joint_probabilities(
     denominator.
     """
     f = _check_features(f, min_samples=2)
-    t = _check_real(temperature, "temperature")
+    t = check_real(temperature, "temperature")
     if t <= 0:
         raise ValueError(f"temperature must be > 0; got {t}.")
     if normalize:
@@ -340,7 +324,7 @@ def sne_adjacency(
         non-finite ``threshold`` or a non-positive ``temperature``.
     """
     dtype = f.dtype if isinstance(f, Tensor) else None
-    tau = _check_real(threshold, "threshold")
+    tau = check_real(threshold, "threshold")
     if tau < 0:
         raise ValueError(f"threshold for SNE probabilities must be >= 0; got {tau}.")
     p = sne_joint_probabilities(f, temperature, normalize=normalize)
@@ -537,7 +521,7 @@ def calibrate_similarity(
         below the squared distances: its probabilities underflow to zero beyond each sample's
         nearest neighbour), naming the share reached.
     """
-    fraction = _check_real(fraction, "fraction")
+    fraction = check_real(fraction, "fraction")
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must lie in (0, 1); got {fraction}.")
     if not batches:

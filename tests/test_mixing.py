@@ -6,9 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skdeepcluster.composition import blend, composite_targets, mixup, ricap
 from skdeepcluster.losses import lsdc_pairwise_bce
-from skdeepcluster.pairwise import cosine_adjacency
+from skdeepcluster.mixing import blend, composite_targets, mixup, ricap
+from skdeepcluster.pairwise_labels import cosine_adjacency
 
 torch.set_num_threads(1)
 SETTINGS = settings(max_examples=30, deadline=None)
