@@ -1,22 +1,27 @@
 """The one training loop: a skorch ``NeuralNet`` whose step is "views -> network -> method loss".
 
 Every estimator of the package trains through :class:`DeepClusterNet`. A method contributes an
-*objective*: an object with a ``loss(module, data, idx)`` method returning a dict of scalar tensors
-(``"loss"`` is minimised, the other entries are logged in the history) and optionally
-``on_epoch_begin(net)`` / ``on_epoch_end(net)`` hooks for its between-epoch step. Device placement,
-mixed precision, index batching, history and callbacks are handled here, once.
+*objective* (:class:`Objective`): a ``loss(module, data, idx)`` method returning a dict of scalar
+tensors (``"loss"`` is minimised, the other entries are logged in the history) and, optionally,
+``on_epoch_begin(net)`` / ``on_epoch_end(net)`` for its between-epoch step and
+``on_batch_end(net)`` for work after each optimiser step (a momentum target's update). Device
+placement, mixed precision, index batching, history and callbacks are handled here, once.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import PassthroughScoring
 from torch import Tensor, nn
+
+#: :attr:`DeviceData.sample` holds at most this many rows.
+SAMPLE_ROWS = 10_000
 
 
 class DeviceData:
@@ -40,6 +45,7 @@ class DeviceData:
             tensor = tensor.to(torch.float32)
         self.tensor = tensor.to(device)
         self.device = device
+        self._sample: Tensor | None = None
 
     def __len__(self) -> int:
         return self.tensor.shape[0]
@@ -54,19 +60,69 @@ class DeviceData:
     def is_image(self) -> bool:
         return self.tensor.ndim == 4
 
-    def subset(self, max_rows: int = 10_000) -> Tensor:
-        """Up to ``max_rows`` random rows (as floats): enough for statistics, bounded in memory."""
-        n = len(self)
-        if n <= max_rows:
-            return self[torch.arange(n, device=self.device)]
-        return self[torch.randperm(n, device=self.device)[:max_rows]]
+    def as_float(self) -> Tensor:
+        """Every row, as floats (images in ``[0, 1]``)."""
+        return self[torch.arange(len(self), device=self.device)]
+
+    @property
+    def sample(self) -> Tensor:
+        """Up to ``SAMPLE_ROWS`` random rows, as floats, drawn once per ``DeviceData``: enough for
+        the statistics of standardisation and augmentation, bounded in memory."""
+        if self._sample is None:
+            n = len(self)
+            if n <= SAMPLE_ROWS:
+                self._sample = self.as_float()
+            else:
+                self._sample = self[torch.randperm(n, device=self.device)[:SAMPLE_ROWS]]
+        return self._sample
 
 
 class Objective(Protocol):
-    """What a method contributes to the training loop."""
+    """What a method contributes to the training loop.
+
+    Only ``loss`` is required. The optional hooks, looked up by name, are
+    ``on_epoch_begin(net)`` and ``on_epoch_end(net)`` (a between-epoch step, e.g. SeLa's
+    relabelling) and ``on_batch_end(net)``, called after every optimiser step (e.g. the update
+    of a momentum target). An objective may also hold a :class:`HeadLosses` as ``head_losses``:
+    the net resets it at the start of every epoch.
+    """
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
         """Return ``{"loss": scalar to minimise, **other scalar terms to log}``."""
+
+
+class HeadLosses:
+    """Each head's loss summed over the batches of the current epoch, for choosing a head.
+
+    The objective adds the detached per-head losses of every batch (:meth:`add`); the net resets
+    the sums when an epoch begins, so after training :meth:`means` holds the last epoch's mean
+    loss of each head.
+    """
+
+    def __init__(self, n_heads: int, device: torch.device | str) -> None:
+        self.sums = torch.zeros(n_heads, device=device)
+        self.batches = 0
+
+    def reset(self) -> None:
+        self.sums.zero_()
+        self.batches = 0
+
+    def add(self, losses: Tensor) -> None:
+        """Add one batch's ``(n_heads,)`` losses (no device sync: the sums stay on the device)."""
+        self.sums += losses.detach().float()
+        self.batches += 1
+
+    def means(self) -> np.ndarray:
+        """Mean loss of each head over the batches added since the last reset."""
+        return (self.sums / max(self.batches, 1)).cpu().numpy()
+
+
+def select_head(head_losses: np.ndarray, head_sizes: Sequence[int], n_clusters: int) -> int:
+    """Index of the head with ``n_clusters`` clusters whose loss is lowest (label-free choice)."""
+    candidates = [h for h, k in enumerate(head_sizes) if k == n_clusters]
+    if not candidates:
+        raise ValueError(f"no head has n_clusters={n_clusters} clusters; head sizes {head_sizes}")
+    return int(min(candidates, key=lambda h: head_losses[h]))
 
 
 class _IndexRange(torch.utils.data.Dataset):
@@ -82,17 +138,33 @@ class _IndexRange(torch.utils.data.Dataset):
         return i
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each training batch over ``n`` samples: full batches of
+    ``min(batch_size, n)`` rows, with a remainder of less than half a batch merged into the
+    last one (so no batch is smaller than half a batch: per-batch statistics such as batch
+    normalisation, entropies of the mean assignment and column contrasts need full batches).
+    """
+    size = min(batch_size, n)
+    full, rest = divmod(n, size)
+    stops = [size * (i + 1) for i in range(full)]
+    if rest and 2 * rest >= size:
+        stops.append(n)
+    else:
+        stops[-1] = n
+    return list(zip([0, *stops[:-1]], stops))
+
+
 def batches_per_epoch(n: int, batch_size: int) -> int:
-    """Batches :class:`IndexBatches` yields per epoch over ``n`` samples (a last batch of a single
-    sample is dropped)."""
-    full, rest = divmod(n, min(batch_size, n))
-    return full + (rest > 1)
+    """Batches :class:`IndexBatches` yields per epoch over ``n`` samples (see
+    :func:`batch_bounds`)."""
+    return len(batch_bounds(n, batch_size))
 
 
 class IndexBatches:
     """skorch iterator yielding shuffled index batches ``(idx, None)`` on the data's device.
 
-    A last batch of a single sample is dropped: batch normalisation cannot train on it.
+    Every sample is in one batch per epoch; a short remainder joins the last batch
+    (:func:`batch_bounds`).
     """
 
     def __init__(
@@ -103,7 +175,7 @@ class IndexBatches:
         device: str | torch.device = "cpu",
     ) -> None:
         self.n = len(dataset)
-        self.batch_size = min(batch_size, self.n)
+        self.batch_size = batch_size
         self.shuffle = shuffle
         self.device = torch.device(device)
 
@@ -116,10 +188,15 @@ class IndexBatches:
             if self.shuffle
             else torch.arange(self.n, device=self.device)
         )
-        for start in range(0, self.n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if idx.numel() > 1:
-                yield idx, None
+        for start, stop in batch_bounds(self.n, self.batch_size):
+            yield order[start:stop], None
+
+
+def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA when ``enabled``; a no-op on the CPU (where it is slower)."""
+    if enabled and torch.device(device).type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class DeepClusterNet(NeuralNet):
@@ -171,9 +248,7 @@ class DeepClusterNet(NeuralNet):
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bfloat16 autocast on CUDA when ``amp`` is on; a no-op elsewhere."""
-        if self.amp and torch.device(self.device).type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.amp)
 
     def train_step_single(self, batch: tuple[Tensor, None], **fit_params: Any) -> dict[str, Any]:
         self._set_training(True)
@@ -193,17 +268,30 @@ class DeepClusterNet(NeuralNet):
         """Train for ``max_epochs`` over the index batches of ``self.data``."""
         return self.fit(_IndexRange(len(self.data)), None)
 
-    def on_epoch_begin(self, net: NeuralNet, **kwargs: Any) -> None:
-        super().on_epoch_begin(net, **kwargs)
-        hook = getattr(self.objective, "on_epoch_begin", None)
+    def _objective_hook(self, name: str) -> None:
+        hook = getattr(self.objective, name, None)
         if hook is not None:
             hook(self)
 
+    def on_epoch_begin(self, net: NeuralNet, **kwargs: Any) -> None:
+        super().on_epoch_begin(net, **kwargs)
+        head_losses = getattr(self.objective, "head_losses", None)
+        if head_losses is not None:
+            head_losses.reset()
+        self._objective_hook("on_epoch_begin")
+
     def on_epoch_end(self, net: NeuralNet, **kwargs: Any) -> None:
         super().on_epoch_end(net, **kwargs)
-        hook = getattr(self.objective, "on_epoch_end", None)
-        if hook is not None:
-            hook(self)
+        self._objective_hook("on_epoch_end")
+
+    def on_batch_end(
+        self, net: NeuralNet, batch: Any = None, training: bool = False, **kwargs: Any
+    ) -> None:
+        # skorch calls this after train_step, i.e. after optimizer.step(): an EMA update here
+        # sees the stepped parameters
+        super().on_batch_end(net, batch=batch, training=training, **kwargs)
+        if training:
+            self._objective_hook("on_batch_end")
 
     def release_data(self) -> None:
         """Drop the references to the training data and objective (kept out of pickles)."""
@@ -214,23 +302,18 @@ class DeepClusterNet(NeuralNet):
 @torch.no_grad()
 def batched_forward(
     module: nn.Module, data: DeviceData, batch_size: int, amp: bool = False
-) -> Tensor:
+) -> Tensor | list[Tensor]:
     """Run ``module`` in eval mode over all rows of ``data``; concatenate the outputs (float32).
 
     ``module`` may return a tensor or a list of tensors (one per head); a list gives a list.
     """
     was_training = module.training
     module.eval()
-    use_amp = amp and data.device.type == "cuda"
     outputs: list = []
     try:
         for start in range(0, len(data), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(data)), device=data.device)
-            with (
-                torch.autocast("cuda", dtype=torch.bfloat16)
-                if use_amp
-                else contextlib.nullcontext()
-            ):
+            with autocast(data.device, amp):
                 out = module(data[idx])
             outputs.append(
                 [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()

@@ -289,21 +289,36 @@ class StrongImageAugment:
         return x
 
 
-def default_augmentations(sample: Tensor) -> tuple[Augment, Augment]:
+def default_augmentations(sample: Tensor, weak: Augment | None = None) -> tuple[Augment, Augment]:
     """``(weak, strong)`` view makers for training data ``sample`` (raw scale).
 
     Vectors get noise and masking (strong: more of both). Colour images get SimCLR's crop (20-100 %
     of the area), flip, colour jitter and grayscale. Single-channel images get milder crops
     (40-100 %), rotations up to 15 degrees and no flip: gray images are mostly digits, characters
     and other shapes whose mirror image is another class, and whose parts alone say little.
-    The strong view is the weak one followed by RandAugment-like operations and cutout.
+    The strong view of images is the weak one followed by RandAugment-like operations and cutout.
+
+    Parameters
+    ----------
+    sample : Tensor
+        Training rows (all, or a random subset), for the feature spreads of the vector views.
+    weak : callable or None
+        A weak view to use instead of the default one; the strong view of images is then built
+        on it (vectors keep the default strong view).
     """
     if sample.ndim == 2:
-        std = sample.float().std(0) if len(sample) > 1 else torch.ones(sample.shape[1])
-        std = std.to(sample.device)
-        return VectorAugment(std, 0.2, 0.2), VectorAugment(std, 0.4, 0.4)
-    if sample.shape[1] == 1:
-        weak = ImageAugment(crop_scale=(0.4, 1.0), flip_prob=0.0, rotation=15.0)
-    else:
-        weak = ImageAugment()
+        std = column_spread(sample)
+        default_weak, strong = VectorAugment(std, 0.2, 0.2), VectorAugment(std, 0.4, 0.4)
+        return weak or default_weak, strong
+    if weak is None:
+        if sample.shape[1] == 1:
+            weak = ImageAugment(crop_scale=(0.4, 1.0), flip_prob=0.0, rotation=15.0)
+        else:
+            weak = ImageAugment()
     return weak, StrongImageAugment(base=weak)
+
+
+def column_spread(x: Tensor) -> Tensor:
+    """Standard deviation of each column of ``x`` (ones for a single row)."""
+    x = x.float()
+    return x.std(0) if len(x) > 1 else torch.ones(x.shape[1], device=x.device)

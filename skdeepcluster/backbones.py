@@ -1,4 +1,4 @@
-"""Backbones (MLP, small CNN, CIFAR ResNet-18), the default choice from X's shape, and heads.
+"""Backbones (MLP, small CNN, CIFAR ResNet-18), the default choice from X's shape, and freezing.
 
 Every backbone maps a batch of raw inputs (vectors, or images in ``[0, 1]``) to
 ``(B, out_features)`` features and starts with a :class:`Standardize` layer holding the training
@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from .augment import column_spread
 
 
 class Standardize(nn.Module):
@@ -31,7 +33,7 @@ class Standardize(nn.Module):
         """Statistics of ``x``: per column for vectors, per channel for ``(n, c, h, w)`` images."""
         x = x.float()
         if x.ndim == 2:
-            std = x.std(0) if len(x) > 1 else torch.ones(x.shape[1], device=x.device)
+            std = column_spread(x)
             # Floor at the mean spread: near-constant features (e.g. border pixels) are not blown
             # up into noise, while features on large scales are still brought down to unit scale.
             return cls(x.mean(0), std.clamp_min(float(std.mean())) if bool(std.any()) else std)
@@ -173,6 +175,26 @@ def split_last_block(backbone: Backbone) -> tuple[nn.Module, nn.Module]:
     return nn.Sequential(backbone.standardize, *children[:start]), nn.Sequential(*children[start:])
 
 
+class PartlyFrozen(nn.Module):
+    """``trainable(frozen(x))`` with ``frozen`` kept :class:`Frozen`; exposes ``out_features``."""
+
+    def __init__(self, frozen: nn.Module, trainable: nn.Module, out_features: int) -> None:
+        super().__init__()
+        self.frozen = Frozen(frozen)
+        self.trainable = trainable
+        self.out_features = out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.trainable(self.frozen(x))
+
+
+def freeze_early_layers(backbone: Backbone) -> PartlyFrozen:
+    """``backbone`` with everything before its last block frozen (weights and batch-norm
+    statistics) and the last block trainable (see :func:`split_last_block`)."""
+    early, last = split_last_block(backbone)
+    return PartlyFrozen(early, last, backbone.out_features)
+
+
 def default_body(sample_shape: tuple[int, ...]) -> nn.Module:
     """The body for one sample's shape: MLP for ``(d,)``, small CNN below 32 px, else ResNet-18."""
     if len(sample_shape) == 1:
@@ -207,45 +229,3 @@ def build_backbone(sample: Tensor, body: nn.Module | None) -> Backbone:
     standardize = Standardize.from_data(sample).to(sample.device)
     body = body.to(sample.device)
     return Backbone(standardize, body, output_features(body, standardize(sample)))
-
-
-class ProjectionModel(nn.Module):
-    """Backbone followed by an MLP projection head (SimCLR's g(.)); forward returns projections."""
-
-    def __init__(self, backbone: Backbone, projection_dim: int) -> None:
-        super().__init__()
-        width = backbone.out_features
-        self.backbone = backbone
-        self.projection = nn.Sequential(
-            nn.Linear(width, width),
-            nn.BatchNorm1d(width),
-            nn.ReLU(inplace=True),
-            nn.Linear(width, projection_dim),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.projection(self.backbone(x))
-
-
-class ClusterModel(nn.Module):
-    """Backbone followed by one linear clustering head per entry of ``head_sizes``.
-
-    ``forward`` returns a list of logits, one ``(B, k)`` tensor per head.
-    """
-
-    def __init__(self, backbone: nn.Module, in_features: int, head_sizes: Sequence[int]) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.heads = nn.ModuleList(nn.Linear(in_features, k) for k in head_sizes)
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        features = self.backbone(x)
-        return [head(features) for head in self.heads]
-
-    def keep_heads(self, indices: Sequence[int]) -> ClusterModel:
-        """This model with only the heads at ``indices`` (modules shared, not copied)."""
-        kept = ClusterModel.__new__(ClusterModel)
-        nn.Module.__init__(kept)
-        kept.backbone = self.backbone
-        kept.heads = nn.ModuleList(self.heads[i] for i in indices)
-        return kept

@@ -1,26 +1,64 @@
-"""Shared estimator machinery: input validation, device, seeding, building the skorch net.
+"""The estimator machinery every estimator of the package shares: THE one fit skeleton.
 
 Estimators are plain scikit-learn estimators (``__init__`` stores parameters, ``fit`` validates
-them) that *own* a private :class:`~skdeepcluster._training.DeepClusterNet` as ``net_``.
+them) that *own* a private :class:`~skdeepcluster._training.DeepClusterNet` per training stage.
+:meth:`DeepEstimatorMixin.fit` is written once:
+
+1. validate X, then the parameters (``_parameter_constraints``, scikit-learn's declarative
+   checks, and the estimator's ``_check_params`` for what depends on the data);
+2. resolve the device, draw one seed from ``random_state``, and inside a seeded block put X on the
+   device and call the estimator's own ``_fit`` (which trains its stages with :meth:`_train`);
+3. end the fit in one way for all: the nets drop the training data, ``history_`` and
+   ``histories_`` hold the training history, and clustering estimators set ``labels_``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from skorch.callbacks import LRScheduler
+from skorch.history import History
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ._training import DeepClusterNet, DeviceData, Objective, batched_forward, batches_per_epoch
-from ._validation import check_number, check_positive_int
+from .augment import default_augmentations
 
 _ACCEPTED_DEVICES = "'cpu', 'cuda', 'cuda:N' or a torch.device"
+
+#: Rows per batch of the forward passes over a whole data set (predict, features, relabelling).
+INFERENCE_BATCH = 256
+
+#: The parameters every estimator of the package has, and what they accept.
+COMMON_CONSTRAINTS: dict[str, list] = {
+    "batch_size": [Interval(Integral, 2, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "weight_decay": [Interval(Real, 0, None, closed="left")],
+    "augment": [callable, None],
+    "device": [str, torch.device],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+    "callbacks": [list, tuple, None],
+}
+
+#: ``lr_schedule`` of the methods that have one.
+LR_SCHEDULE_CONSTRAINT = [StrOptions({"constant", "cosine"})]
+
+
+def epochs_constraint(minimum: int = 1) -> list:
+    """``max_epochs``-style constraint: an int ``>= minimum`` or ``"auto"``."""
+    return [Interval(Integral, minimum, None, closed="left"), StrOptions({"auto"})]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -43,12 +81,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_max_epochs(
-    max_epochs: Any,
-    n_samples: int,
-    batch_size: int,
-    min_epochs: int,
-    min_steps: int,
-    minimum: int = 0,
+    max_epochs: int | str, n_samples: int, batch_size: int, min_epochs: int, min_steps: int
 ) -> int:
     """``max_epochs`` as an int; ``"auto"`` gives ``max(min_epochs, ceil(min_steps / batches))``,
     ``batches`` the batches per epoch of the training loop.
@@ -56,23 +89,149 @@ def resolve_max_epochs(
     "auto" lets one default serve small and mid-sized data: a few thousand samples make few
     batches per epoch, so they need more epochs for the same number of optimisation steps.
     """
-    if isinstance(max_epochs, str) and max_epochs == "auto":
+    if isinstance(max_epochs, str):
+        if max_epochs != "auto":
+            raise ValueError(f"max_epochs must be 'auto' or an integer, got {max_epochs!r}")
         batches = batches_per_epoch(n_samples, batch_size)
         return max(min_epochs, -(-min_steps // batches))
-    if isinstance(max_epochs, str):
-        raise ValueError(
-            f"max_epochs must be 'auto' or an integer >= {minimum}, got {max_epochs!r}"
-        )
-    return check_positive_int(max_epochs, "max_epochs", minimum)
+    return int(max_epochs)
+
+
+def to_numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def left_at_default(estimator: Any, name: str) -> bool:
+    """Whether the parameter ``name`` of ``estimator`` still has its ``__init__`` default."""
+    default = inspect.signature(type(estimator).__init__).parameters[name].default
+    value = getattr(estimator, name)
+    return value is default or (type(value) is type(default) and value == default)
+
+
+@dataclass
+class FitInput:
+    """What :meth:`DeepEstimatorMixin.fit` hands to an estimator's own ``_fit``."""
+
+    X: np.ndarray
+    """Validated X: float32 or uint8, images with their channel axis."""
+    data: DeviceData
+    """X on the estimator's device."""
+    seed: int
+    """The seed drawn from ``random_state`` (torch is already seeded with it)."""
+    raw: Any
+    """X as the caller passed it (e.g. a NeighborFeatures carrying mined neighbours)."""
 
 
 class DeepEstimatorMixin:
-    """Helpers shared by every estimator of the package.
+    """The fit skeleton and the helpers shared by every estimator of the package.
 
-    Expects the parameters ``device``, ``random_state``, ``batch_size``, ``lr``, ``weight_decay``,
-    ``verbose`` and ``callbacks`` (all estimators have them).
+    Subclasses declare ``_parameter_constraints`` (start from :data:`COMMON_CONSTRAINTS`), may
+    override ``_check_params(X)`` for the checks that depend on the data, and implement
+    ``_fit(fit: FitInput)``, which trains its stages with :meth:`_train`.
     """
 
+    _parameter_constraints: dict = COMMON_CONSTRAINTS
+
+    # ------------------------------------------------------------------ the fit skeleton
+    def fit(self, X: Any, y: Any = None) -> Any:
+        """Fit the estimator on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n, height, width) or (n, c, h, w)
+            Vectors or images (``uint8`` or floating point).
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        Returns
+        -------
+        self
+        """
+        checked = self._validate_input(X, reset=True)
+        self._validate_params()
+        self._check_params(checked)
+        self.device_ = resolve_device(self.device)
+        self.histories_: dict[str, History] = {}
+        seed = self._draw_seed()
+        with self._seeded(self.device_, seed):
+            self._fit(FitInput(checked, DeviceData(checked, self.device_), seed, X))
+        self._end_fit(checked)
+        return self
+
+    def _check_params(self, X: np.ndarray) -> None:
+        """Checks of the parameters against the data (the constraints ran already)."""
+
+    def _fit(self, fit: FitInput) -> None:  # pragma: no cover - every estimator has one
+        raise NotImplementedError
+
+    def _end_fit(self, X: np.ndarray) -> None:
+        """``history_``: every epoch of this estimator's own stages (not of a nested pretext,
+        which is in ``histories_["pretext"]``), each row tagged with its ``"stage"``."""
+        history = History()
+        for stage, stage_history in self.histories_.items():
+            if stage == "pretext" and len(self.histories_) > 1:
+                continue
+            history.extend({**row, "stage": stage} for row in stage_history)
+        self.history_ = history
+
+    # ------------------------------------------------------------------ training
+    def _train(
+        self,
+        stage: str,
+        module: nn.Module,
+        objective: Objective,
+        data: DeviceData,
+        max_epochs: int,
+        lr: float | None = None,
+        log_terms: tuple[str, ...] = (),
+        group_lrs: dict[str, float] | None = None,
+        lr_schedule: str = "constant",
+    ) -> nn.Module:
+        """Train ``module`` on ``objective`` for one stage; return the trained module.
+
+        The net is kept as ``net_`` (the last stage's), its history as ``histories_[stage]``, and
+        it drops its references to the data and the objective afterwards (kept out of pickles).
+        ``group_lrs`` maps parameter-name patterns (skorch's ``param_groups`` syntax, e.g.
+        ``"heads.*"``) to their own learning rates. ``lr_schedule="cosine"`` anneals every
+        learning rate to 0 over the stage (cosine, stepped each epoch); "constant" keeps them.
+        """
+        callbacks = copy.deepcopy(list(self.callbacks)) if self.callbacks else []
+        if lr_schedule == "cosine":
+            callbacks.append(
+                ("lr_schedule", LRScheduler(policy=CosineAnnealingLR, T_max=max(max_epochs, 1)))
+            )
+        groups = [(pattern, {"lr": value}) for pattern, value in (group_lrs or {}).items()]
+        net = DeepClusterNet(
+            module,
+            objective=objective,
+            data=data,
+            log_terms=log_terms,
+            optimizer=torch.optim.AdamW,
+            lr=self.lr if lr is None else lr,
+            optimizer__weight_decay=self.weight_decay,
+            optimizer__param_groups=groups,
+            max_epochs=max_epochs,
+            batch_size=self.batch_size,
+            callbacks=callbacks,
+            verbose=int(bool(self.verbose)),
+            device=str(data.device),
+            amp=True,
+        )
+        if self.verbose:
+            print(f"[{type(self).__name__}] {stage}: {max_epochs} epochs", flush=True)
+        net.fit_on_data()
+        net.release_data()
+        self.net_ = net
+        self.histories_[stage] = net.history
+        return net.module_
+
+    def _views(self, data: DeviceData) -> tuple[Callable, Callable]:
+        """``(weak, strong)`` view makers: ``augment`` (or the data kind's default weak view)
+        and the default strong view built on top of that weak view
+        (:func:`skdeepcluster.augment.default_augmentations`)."""
+        return default_augmentations(data.sample, weak=self.augment)
+
+    # ------------------------------------------------------------------ helpers
     def _validate_input(self, X: Any, reset: bool) -> np.ndarray:
         """Validated X as a C-contiguous array: uint8 stays uint8, everything else float32.
 
@@ -120,105 +279,25 @@ class DeepEstimatorMixin:
         # writable: torch must not wrap read-only memory (e.g. GridSearchCV's memmaps)
         return np.require(X, requirements=("C", "W"))
 
-    def _check_common_params(self) -> None:
-        check_positive_int(self.batch_size, "batch_size", 2)
-        check_number(self.lr, "lr", 0.0, low_open=True)
-        check_number(self.weight_decay, "weight_decay")
-        if self.callbacks is not None and not isinstance(self.callbacks, (list, tuple)):
-            raise ValueError(
-                "callbacks must be None or a list of skorch callbacks or (name, callback) "
-                f"pairs; got {type(self.callbacks).__name__}"
-            )
-
-    def _device(self) -> torch.device:
-        return resolve_device(self.device)
-
     def _draw_seed(self) -> int:
         """One seed from ``random_state`` (the same every call for an int ``random_state``)."""
         return int(check_random_state(self.random_state).randint(0, 2**31 - 1))
 
     @contextlib.contextmanager
-    def _seeded(self, device: torch.device, seed: int | None = None) -> Iterator[None]:
-        """Run the block with torch's generators seeded (from ``random_state`` unless ``seed``
-        is given), then restore them: the caller's global random state is left as it was.
-        """
-        seed = self._draw_seed() if seed is None else seed
+    def _seeded(self, device: torch.device, seed: int) -> Iterator[None]:
+        """Run the block with torch's generators seeded with ``seed``, then restore them: the
+        caller's global random state is left as it was."""
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             yield
-
-    def _make_net(
-        self,
-        module: nn.Module,
-        objective: Objective,
-        data: DeviceData,
-        max_epochs: int,
-        lr: float | None = None,
-        log_terms: tuple[str, ...] = (),
-        callbacks: bool = True,
-        group_lrs: dict[str, float] | None = None,
-    ) -> DeepClusterNet:
-        """A :class:`DeepClusterNet` with this estimator's optimiser settings and callbacks.
-
-        ``group_lrs`` maps parameter-name patterns (skorch's ``param_groups`` syntax, e.g.
-        ``"heads.*"``) to their own learning rates.
-        """
-        user_callbacks = (
-            copy.deepcopy(list(self.callbacks)) if (callbacks and self.callbacks) else []
-        )
-        groups = [(pattern, {"lr": value}) for pattern, value in (group_lrs or {}).items()]
-        return DeepClusterNet(
-            module,
-            objective=objective,
-            data=data,
-            log_terms=log_terms,
-            optimizer=torch.optim.AdamW,
-            lr=self.lr if lr is None else lr,
-            optimizer__weight_decay=self.weight_decay,
-            optimizer__param_groups=groups,
-            max_epochs=max_epochs,
-            batch_size=self.batch_size,
-            callbacks=user_callbacks,
-            verbose=int(bool(self.verbose)),
-            device=str(data.device),
-            amp=True,
-        )
 
     def _forward_all(self, module: nn.Module, X: np.ndarray) -> Tensor | list[Tensor]:
         """``module`` over all of validated ``X`` on the fitted device, in batches, eval mode."""
         return self._forward_data(module, DeviceData(X, self.device_))
 
     def _forward_data(self, module: nn.Module, data: DeviceData) -> Tensor | list[Tensor]:
-        return batched_forward(module, data, max(self.batch_size, 256), amp=True)
+        return batched_forward(module, data, max(self.batch_size, INFERENCE_BATCH), amp=True)
 
     def _check_fitted(self) -> None:
         check_is_fitted(self, "module_")
-
-
-def to_numpy(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
-
-
-class DeepClusterMixin(DeepEstimatorMixin):
-    """``predict`` / ``predict_proba`` for estimators whose ``module_`` returns a list of head
-    logits; the head used is ``head_`` (the one the method selected)."""
-
-    head_: int
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Soft cluster assignments ``(n_samples, n_clusters)``, rows summing to 1."""
-        self._check_fitted()
-        X = self._validate_input(X, reset=False)
-        logits = self._forward_all(self.module_, X)[self.head_]
-        return to_numpy(torch.softmax(logits, dim=1))
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Cluster index of each sample."""
-        return self.predict_proba(X).argmax(1)
-
-    def _check_n_clusters(self, n_clusters: Any, n_samples: int, name: str = "n_clusters") -> int:
-        k = check_positive_int(n_clusters, name, 2)
-        if k > n_samples:
-            raise ValueError(f"{name}={k} must not exceed the number of samples ({n_samples})")
-        return k

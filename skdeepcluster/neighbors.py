@@ -11,7 +11,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
-from .base import check_positive_int, resolve_device, to_numpy
+from ._validation import check_positive_int
+from .base import resolve_device, to_numpy
 
 
 @torch.no_grad()

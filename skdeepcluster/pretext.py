@@ -1,25 +1,39 @@
-"""Pretext (self-supervised) feature learners, as scikit-learn transformers."""
+"""Pretext (self-supervised) feature learners as scikit-learn transformers, and THE one pretext
+builder every clustering method calls (:func:`fit_pretext`)."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.utils._param_validation import Interval
 from torch import Tensor, nn
 
 from ._training import DeviceData
-from .augment import default_augmentations
-from .backbones import Backbone, ClusterModel, ProjectionModel, build_backbone
-from .base import DeepEstimatorMixin, check_number, check_positive_int, resolve_max_epochs, to_numpy
+from .backbones import Backbone, build_backbone
+from .base import (
+    COMMON_CONSTRAINTS,
+    DeepEstimatorMixin,
+    FitInput,
+    epochs_constraint,
+    left_at_default,
+    resolve_max_epochs,
+    to_numpy,
+)
+from .heads import ClusterModel, ProjectionModel
 from .losses import nt_xent
 
 #: SimCLR's ``max_epochs="auto"``: at least this many epochs and this many optimisation steps.
 AUTO_MIN_EPOCHS = 60
 AUTO_MIN_STEPS = 1500
+#: RotNet's ``max_epochs="auto"``.
+ROTNET_AUTO_MIN_EPOCHS = 30
+ROTNET_AUTO_MIN_STEPS = 0
 
 
 class SimCLRObjective:
@@ -40,19 +54,27 @@ class PretextMixin(DeepEstimatorMixin):
 
     backbone_: Backbone
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
+        return tags
+
     def transform(self, X: Any) -> np.ndarray:
         """Backbone embeddings of ``X``, shape ``(n_samples, backbone_.out_features)``, float32."""
         self._check_fitted()
         X = self._validate_input(X, reset=False)
         return to_numpy(self._forward_all(self.backbone_, X))
 
-    def _build_backbone(self, data: DeviceData) -> Backbone:
+    def _new_backbone(self, data: DeviceData) -> Backbone:
         body = None if self.backbone is None else copy.deepcopy(self.backbone)
-        if body is not None and not isinstance(body, nn.Module):
-            raise ValueError(
-                f"backbone must be None or a torch.nn.Module, got {type(body).__name__}"
-            )
-        return build_backbone(data.subset(), body)
+        return build_backbone(data.sample, body)
+
+    def _train_pretext(self, module: nn.Module, objective: Any, fit: FitInput, **kw: Any) -> None:
+        self.n_epochs_ = resolve_max_epochs(
+            self.max_epochs, len(fit.X), self.batch_size, *self._auto_epochs
+        )
+        self.module_ = self._train("pretext", module, objective, fit.data, self.n_epochs_, **kw)
+        self.backbone_ = self.module_.backbone
 
 
 class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
@@ -74,18 +96,15 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
     temperature : float, default=0.5
         NT-Xent temperature.
     max_epochs : int or "auto", default="auto"
-        Training epochs. "auto": at least 60 epochs and at least 1,500 optimisation steps (so
-        ``ceil(1500 / n_batches)`` epochs on small data: 188 on the 1,797 digits). Measured on
-        MNIST-test (10,000 images, small CNN): the purity of the 20 mined neighbours rose from
-        0.911 (10 epochs) to 0.943 (30) and 0.956 (60); on the digits images it was 0.944 after
-        30 epochs and 0.969 after 200.
+        Training epochs. "auto": at least 60 epochs and at least 1,500 optimisation steps (188
+        epochs on the 1,797 digits); how it was chosen: ``docs/benchmarks.md``.
     batch_size : int, default=256
     lr : float, default=3e-3
-        AdamW learning rate (3e-3 gave purer neighbours than 1e-3 on MNIST-test in 20 epochs).
+        AdamW learning rate.
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
-        ``views = augment(batch)`` on the device; None for the default of the data kind
-        (:func:`skdeepcluster.augment.default_augmentations`, weak view).
+        ``view = augment(batch)`` on the device; None for the default weak view of the data
+        kind (:func:`skdeepcluster.augment.default_augmentations`).
     device : str or torch.device, default="cpu"
         "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
     random_state : int, RandomState instance or None, default=None
@@ -106,18 +125,41 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
     net_ : skorch.NeuralNet
         The skorch net that trained it.
     history_ : skorch.History
-        Per-epoch ``train_loss`` and timings.
+        Per-epoch ``train_loss`` and timings (``"stage"`` is ``"pretext"``).
+    histories_ : dict of skorch.History
+        ``{"pretext": history_}``.
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
     device_ : torch.device
+        The device the backbone lives on.
     input_shape_ : tuple
         Shape of one sample, ``(d,)`` or ``(c, h, w)``.
     n_features_in_ : int
+        Values per sample.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skdeepcluster import SimCLR
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> embeddings = SimCLR(max_epochs=2, random_state=0).fit_transform(X)
+    >>> embeddings.shape
+    (1797, 128)
     """
+
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "backbone": [nn.Module, None],
+        "projection_dim": [Interval(Integral, 1, None, closed="left")],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "max_epochs": epochs_constraint(0),
+    }
+    _auto_epochs = (AUTO_MIN_EPOCHS, AUTO_MIN_STEPS)
 
     def __init__(
         self,
         backbone: nn.Module | None = None,
+        *,
         projection_dim: int = 128,
         temperature: float = 0.5,
         max_epochs: int | str = "auto",
@@ -143,34 +185,10 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
-        return tags
-
-    def fit(self, X: Any, y: Any = None) -> SimCLR:
-        """Train backbone and projection head on ``X`` (``y`` is ignored)."""
-        self._check_common_params()
-        check_positive_int(self.projection_dim, "projection_dim")
-        check_number(self.temperature, "temperature", 0.0, low_open=True)
-        X = self._validate_input(X, reset=True)
-        self.n_epochs_ = resolve_max_epochs(
-            self.max_epochs, len(X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
-        )
-        self.device_ = self._device()
-        with self._seeded(self.device_):
-            data = DeviceData(X, self.device_)
-            augment = self.augment or default_augmentations(data.subset())[0]
-            self.module_ = ProjectionModel(self._build_backbone(data), self.projection_dim)
-            self.net_ = self._make_net(
-                self.module_, SimCLRObjective(augment, self.temperature), data, self.n_epochs_
-            )
-            self.net_.fit_on_data()
-        self.net_.release_data()
-        self.module_ = self.net_.module_
-        self.backbone_ = self.module_.backbone
-        self.history_ = self.net_.history
-        return self
+    def _fit(self, fit: FitInput) -> None:
+        weak, _ = self._views(fit.data)
+        module = ProjectionModel(self._new_backbone(fit.data), self.projection_dim)
+        self._train_pretext(module, SimCLRObjective(weak, self.temperature), fit)
 
 
 class RotNetObjective:
@@ -205,8 +223,8 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
         Network mapping a batch of raw images to ``(batch, features)``; copied, never modified.
         None picks one from X's shape: a small CNN for images smaller than 32 px, a CIFAR
         ResNet-18 otherwise. Inputs are standardised before it.
-    max_epochs : int, default=30
-        Training epochs (each sees every image four times).
+    max_epochs : int or "auto", default="auto"
+        Training epochs (each sees every image four times); "auto" is 30.
     batch_size : int, default=256
         Images per batch before rotation (the network sees ``4 * batch_size``).
     lr : float, default=1e-3
@@ -229,23 +247,36 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
     backbone_ : torch.nn.Module
         The trained backbone (with input standardisation).
     module_ : torch.nn.Module
-        Backbone and rotation head (a :class:`~skdeepcluster.backbones.ClusterModel` with one
+        Backbone and rotation head (a :class:`~skdeepcluster.heads.ClusterModel` with one
         4-way head).
     net_ : skorch.NeuralNet
         The skorch net that trained it.
     history_ : skorch.History
         Per-epoch ``train_loss``, rotation ``accuracy`` and timings.
+    histories_ : dict of skorch.History
+        ``{"pretext": history_}``.
+    n_epochs_ : int
+        The number of epochs trained (``max_epochs`` resolved).
     device_ : torch.device
+        The device the backbone lives on.
     input_shape_ : tuple
         Shape of one image, ``(c, h, w)``.
     n_features_in_ : int
         Values per image, ``c * h * w``.
     """
 
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "backbone": [nn.Module, None],
+        "max_epochs": epochs_constraint(0),
+    }
+    _auto_epochs = (ROTNET_AUTO_MIN_EPOCHS, ROTNET_AUTO_MIN_STEPS)
+
     def __init__(
         self,
         backbone: nn.Module | None = None,
-        max_epochs: int = 30,
+        *,
+        max_epochs: int | str = "auto",
         batch_size: int = 256,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -268,16 +299,11 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
         tags.input_tags.two_d_array = False  # images only
         tags.input_tags.three_d_array = True
         return tags
 
-    def fit(self, X: Any, y: Any = None) -> RotNet:
-        """Train backbone and rotation head on the images ``X`` (``y`` is ignored)."""
-        self._check_common_params()
-        max_epochs = check_positive_int(self.max_epochs, "max_epochs", 0)
-        X = self._validate_input(X, reset=True)
+    def _check_params(self, X: np.ndarray) -> None:
         if X.ndim != 4:  # 3-D input has become (n, 1, h, w) here; 2-D is vectors
             raise ValueError(
                 "RotNet needs images, (n, height, width) or (n, channels, height, "
@@ -288,18 +314,64 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
                 f"RotNet needs square images (a rotation by 90 degrees would change "
                 f"their shape); got height {X.shape[2]} != width {X.shape[3]}"
             )
-        self.device_ = self._device()
-        with self._seeded(self.device_):
-            data = DeviceData(X, self.device_)
-            augment = self.augment or default_augmentations(data.subset())[0]
-            backbone = self._build_backbone(data)
-            self.module_ = ClusterModel(backbone, backbone.out_features, [4])
-            self.net_ = self._make_net(
-                self.module_, RotNetObjective(augment), data, max_epochs, log_terms=("accuracy",)
-            )
-            self.net_.fit_on_data()
-        self.net_.release_data()
-        self.module_ = self.net_.module_
-        self.backbone_ = self.module_.backbone
-        self.history_ = self.net_.history
-        return self
+
+    def _fit(self, fit: FitInput) -> None:
+        weak, _ = self._views(fit.data)
+        backbone = self._new_backbone(fit.data)
+        module = ClusterModel(backbone, backbone.out_features, [4])
+        self._train_pretext(module, RotNetObjective(weak), fit, log_terms=("accuracy",))
+
+
+#: The pretexts a clustering method can name in its ``pretext`` parameter.
+NAMED_PRETEXTS: dict[str, type] = {"simclr": SimCLR, "rotnet": RotNet}
+
+
+def named_pretext(name: str, **params: Any) -> BaseEstimator:
+    """The pretext transformer called ``name`` (see :data:`NAMED_PRETEXTS`) with ``params``."""
+    if name not in NAMED_PRETEXTS:
+        raise ValueError(
+            f"{name!r} names no pretext; pretext__<param> settings need a named pretext "
+            f"({', '.join(map(repr, NAMED_PRETEXTS))}) or a pretext transformer"
+        )
+    return NAMED_PRETEXTS[name](**params)
+
+
+def fit_pretext(
+    pretext: str | BaseEstimator,
+    X: np.ndarray,
+    *,
+    device: Any,
+    random_state: int,
+    verbose: int,
+) -> BaseEstimator:
+    """Fit a pretext for a clustering method: the named one, or a clone of the user's.
+
+    The pretext gets the method's ``device``, ``random_state`` and ``verbose`` unless the user
+    set them on it (a parameter left at its default counts as unset), so that a seeded method
+    is repeatable and a CUDA method trains its pretext on CUDA too. The given object is never
+    modified. ``X`` is the method's validated X.
+    """
+    estimator = named_pretext(pretext) if isinstance(pretext, str) else clone(pretext)
+    given = {"device": device, "random_state": random_state, "verbose": verbose}
+    names = estimator.get_params(deep=False)
+    estimator.set_params(
+        **{k: v for k, v in given.items() if k in names and left_at_default(estimator, k)}
+    )
+    return estimator.fit(X)
+
+
+def pretext_backbone(pretext: Any, device: torch.device) -> Backbone:
+    """A copy of a fitted pretext's ``backbone_`` on ``device``, checked to expose an integer
+    ``out_features`` (the width the heads read)."""
+    if not isinstance(getattr(pretext, "backbone_", None), nn.Module):
+        raise ValueError(
+            f"the fitted pretext {type(pretext).__name__} has no backbone_ module; a pretext "
+            "must expose its trained network as backbone_ (as SimCLR and RotNet do)"
+        )
+    backbone = copy.deepcopy(pretext.backbone_).to(device)
+    if not isinstance(getattr(backbone, "out_features", None), Integral):
+        raise ValueError("the pretext's backbone_ must expose an integer out_features")
+    return backbone
+
+
+__all__ = ["NAMED_PRETEXTS", "RotNet", "SimCLR", "fit_pretext", "pretext_backbone"]

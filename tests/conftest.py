@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -20,3 +21,14 @@ _QUICK = dict(deadline=None, max_examples=25, suppress_health_check=[HealthCheck
 settings.register_profile("dev", **_QUICK)
 settings.register_profile("ci", derandomize=True, **_QUICK)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture
+def one_epoch_pretexts(monkeypatch):
+    """The named pretexts ("simclr", "rotnet") train one epoch; everything else as named."""
+    from skdeepcluster import pretext
+
+    for name, cls in list(pretext.NAMED_PRETEXTS.items()):
+        monkeypatch.setitem(
+            pretext.NAMED_PRETEXTS, name, lambda cls=cls, **kw: cls(**{"max_epochs": 1, **kw})
+        )

@@ -13,7 +13,7 @@ from skorch.callbacks import Callback
 from skorch.history import History
 from torch import nn
 
-from skdeepcluster import SCAN, NeighborMiner, SimCLR, pretext
+from skdeepcluster import SCAN, NeighborMiner, SimCLR
 from skdeepcluster._training import IndexBatches, _IndexRange, batches_per_epoch
 from skdeepcluster.base import resolve_max_epochs
 from skdeepcluster.datasets import load_digits_images, load_mnist_test
@@ -213,20 +213,28 @@ def test_bad_X_is_refused(blobs, make_estimator, make_X, match):
         make_estimator().fit(make_X(blobs[0]))
 
 
+OF_SCAN = "parameter of SCAN must be"
+
+
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        (dict(n_clusters=1), "n_clusters must be an integer >= 2"),
-        (dict(n_clusters=0), "n_clusters must be an integer >= 2"),
+        (dict(n_clusters=1), r"'n_clusters' " + OF_SCAN + r" an int in the range \[2, inf\)"),
+        (dict(n_clusters=0), r"'n_clusters' " + OF_SCAN + r" an int in the range \[2, inf\)"),
         (dict(n_clusters=121), r"n_clusters=121 must not exceed the number of samples \(120\)"),
         (
             dict(n_neighbors=120),
             r"n_neighbors=120 must be smaller than the number of samples \(120\)",
         ),
         (dict(device="tpu"), "unknown device 'tpu'"),
-        (dict(pretext="rotnet"), "pretext must be"),
-        (dict(confidence_threshold=1.5), "confidence_threshold must be a number in"),
-        (dict(self_label_lr=0.0), "self_label_lr must be a number in"),
+        (dict(pretext="sift"), r"'pretext' " + OF_SCAN + r" a str among \{.*'rotnet'.*'simclr'"),
+        (dict(confidence_threshold=1.5), r"'confidence_threshold' " + OF_SCAN + " a float in"),
+        (
+            dict(self_label_lr=0.0),
+            r"'self_label_lr' " + OF_SCAN + r" a float in the range \(0.0, inf\)",
+        ),
+        (dict(augment=123), "'augment' " + OF_SCAN + " a callable or None"),
+        (dict(max_epochs="many"), "'max_epochs' " + OF_SCAN + " .*'auto'"),
     ],
 )
 def test_bad_scan_parameters_are_refused(blobs, params, match):
@@ -237,10 +245,11 @@ def test_bad_scan_parameters_are_refused(blobs, params, match):
 @pytest.mark.parametrize(
     "n_samples, batch_size, expected",
     [
-        (1797, 256, 188),  # digits: 8 batches per epoch -> ceil(1500 / 8) epochs
-        (10_000, 256, 60),  # MNIST-test: 40 batches per epoch -> the 60-epoch floor
+        (1797, 256, 215),  # digits: 7 batches per epoch (5 rows join the last) -> ceil(1500 / 7)
+        (10_000, 256, 60),  # MNIST-test: 39 batches per epoch -> the 60-epoch floor
         (100, 256, 1500),  # one batch per epoch
-        (129, 64, 750),  # the loop drops a last batch of one sample: 2 batches per epoch
+        (129, 64, 750),  # a last batch of one sample joins the previous: 2 batches per epoch
+        (160, 64, 500),  # a remainder of half a batch is a batch of its own: 3 per epoch
     ],
 )
 def test_auto_epochs_give_enough_steps(n_samples, batch_size, expected):
@@ -248,27 +257,39 @@ def test_auto_epochs_give_enough_steps(n_samples, batch_size, expected):
     assert resolve_max_epochs(7, n_samples, batch_size, 60, 1500) == 7
 
 
-@pytest.mark.parametrize(("n", "batch_size"), [(129, 64), (130, 64), (10, 64), (7, 3)])
+@pytest.mark.parametrize(
+    ("n", "batch_size"), [(129, 64), (130, 64), (10, 64), (7, 3), (1797, 256), (160, 64)]
+)
 def test_batches_per_epoch_counts_what_the_loop_yields(n, batch_size):
     batches = IndexBatches(_IndexRange(n), batch_size)
     assert batches_per_epoch(n, batch_size) == len(batches) == len(list(batches))
 
 
+@pytest.mark.parametrize(("n", "batch_size"), [(1797, 256), (129, 64), (160, 64), (10, 64), (7, 3)])
+def test_every_batch_is_at_least_half_full_and_every_sample_is_seen(n, batch_size):
+    """Per-batch statistics (batch norm, entropy of the mean assignment, column contrasts)
+    need full batches: digits used to train on a last batch of 5 rows every epoch."""
+    batches = [idx for idx, _ in IndexBatches(_IndexRange(n), batch_size)]
+    size = min(batch_size, n)
+    assert all(2 * len(idx) >= size for idx in batches)
+    assert all(len(idx) < 2 * size for idx in batches)
+    assert sorted(torch.cat(batches).tolist()) == list(range(n))
+
+
 def test_simclr_auto_epochs_are_trained(blobs, monkeypatch):
-    monkeypatch.setattr(pretext, "AUTO_MIN_EPOCHS", 2)
-    monkeypatch.setattr(pretext, "AUTO_MIN_STEPS", 12)
+    monkeypatch.setattr(SimCLR, "_auto_epochs", (2, 12))
     model = tiny_simclr(max_epochs="auto", batch_size=40).fit(blobs[0])  # 3 batches per epoch
     assert model.n_epochs_ == 4 == len(model.history_)
 
 
 def test_bad_simclr_parameters_are_refused(blobs):
-    with pytest.raises(ValueError, match="max_epochs must be 'auto' or an integer"):
+    with pytest.raises(ValueError, match="'max_epochs' parameter of SimCLR must be"):
         tiny_simclr(max_epochs="many").fit(blobs[0])
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         tiny_simclr(device="tpu").fit(blobs[0])
-    with pytest.raises(ValueError, match="temperature must be"):
+    with pytest.raises(ValueError, match="'temperature' parameter of SimCLR must be a float"):
         tiny_simclr(temperature=0).fit(blobs[0])
-    with pytest.raises(ValueError, match=r"backbone must be None or a torch\.nn\.Module"):
+    with pytest.raises(ValueError, match=r"'backbone' parameter of SimCLR must be an instance"):
         tiny_simclr(backbone="resnet").fit(blobs[0])
 
 
@@ -301,7 +322,8 @@ def test_warns_when_no_sample_is_confident(blobs):
     with pytest.warns(UserWarning, match="self-labelling"):
         scan.fit(blobs[0])
     assert scan.n_confident_ == 0
-    assert "self_labelling" not in scan.history_
+    assert "self_labelling" not in scan.histories_
+    assert set(scan.history_[:, "stage"]) == {"clustering"}
     assert scan.labels_.shape == (len(blobs[0]),)  # the clustering step's result is kept
 
 
@@ -333,9 +355,16 @@ def test_callbacks_are_used_and_history_is_kept(blobs):
         pretext=None, max_epochs=4, self_label_epochs=2, callbacks=[("count", counter)]
     ).fit(X)
     assert EpochCounter.epochs == 4 + 2  # clustering and self-labelling both use them
-    assert set(scan.history_) == {"clustering", "self_labelling"}
-    clustering, self_labelling = scan.history_["clustering"], scan.history_["self_labelling"]
+    assert set(scan.histories_) == {"clustering", "self_labelling"}
+    clustering, self_labelling = scan.histories_["clustering"], scan.histories_["self_labelling"]
     assert len(clustering) == 4 and len(self_labelling) == 2
+    # history_: every epoch of both stages, in order, each tagged with its stage
+    assert isinstance(scan.history_, History)
+    assert scan.history_[:, "stage"] == ["clustering"] * 4 + ["self_labelling"] * 2
+    assert (
+        scan.history_[:, "train_loss"]
+        == clustering[:, "train_loss"] + self_labelling[:, "train_loss"]
+    )
     assert {"train_loss", "consistency", "entropy"} <= set(clustering[-1])
     assert "confident" in self_labelling[-1]
     assert all(0 <= e <= np.log(3) + 1e-6 for e in clustering[:, "entropy"])

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import copy
-import numbers
 from collections.abc import Callable
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
 from .._training import DeviceData, batches_per_epoch
-from ..augment import default_augmentations
-from ..backbones import ClusterModel, Frozen, build_backbone, split_last_block
-from ..base import DeepClusterMixin, check_number, check_positive_int, resolve_max_epochs
+from ..base import COMMON_CONSTRAINTS, FitInput, epochs_constraint, resolve_max_epochs
+from ..heads import ClusterModel
 from ..losses import consistency_mse, lsdc_pairwise_bce, rampup_weight
 from ..mixing import composite_targets, mixup, ricap
 from ..neighbors import neighbor_graph_embedding
 from ..pairwise_labels import calibrate_similarity, calibrated_parameter, pairwise_adjacency
-from ..pretext import RotNet, SimCLR
-
-SIMILARITIES = ("cosine", "l2", "sne", "knn")
-COMPOSITIONS = ("auto", "ricap", "mixup", None)
-PRETEXTS = ("simclr", "rotnet")
-LABEL_FEATURES = ("auto", "online", "pretext", "spectral")
+from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint
 
 #: ``threshold=None`` / ``n_neighbors=None`` are calibrated on this many random batches.
 CALIBRATION_BATCHES = 20
@@ -299,9 +293,27 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     >>> labels = LSDC(n_clusters=10, random_state=0).fit_predict(X)  # doctest: +SKIP
     """
 
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "n_clusters": N_CLUSTERS_CONSTRAINT,
+        "similarity": [StrOptions({"cosine", "l2", "sne", "knn"})],
+        "threshold": [Real, None],
+        "center_features": ["boolean"],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left"), None],
+        "composition": [StrOptions({"auto", "ricap", "mixup"}), None],
+        "consistency_weight": [Interval(Real, 0, None, closed="left")],
+        "rampup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "pretext": pretext_constraint(),
+        "freeze_backbone": ["boolean", StrOptions({"auto"})],
+        "label_features": [StrOptions({"auto", "online", "pretext", "spectral"})],
+        "max_epochs": epochs_constraint(1),
+    }
+
     def __init__(
         self,
         n_clusters: int = 10,
+        *,
         similarity: str = "cosine",
         threshold: float | None = None,
         center_features: bool = True,
@@ -347,145 +359,94 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _similarity_params(self) -> dict:
-        """Keyword parameters of the pairwise criterion; sets ``threshold_``."""
-        if not isinstance(self.similarity, str) or self.similarity not in SIMILARITIES:
-            raise ValueError(
-                f"unknown similarity {self.similarity!r}; accepted names are "
-                + ", ".join(repr(s) for s in SIMILARITIES)
-            )
+        """Keyword parameters of the pairwise criterion (a ``None`` threshold or ``n_neighbors``
+        is calibrated later)."""
         if self.similarity == "knn":
-            return {
-                "n_neighbors": (
-                    None
-                    if self.n_neighbors is None
-                    else check_positive_int(self.n_neighbors, "n_neighbors")
-                )
-            }
-        if self.threshold is None:
-            tau = None
-        elif self.similarity == "cosine":
-            tau = check_number(self.threshold, "threshold (cosine similarity)", -1.0, 1.0)
-        elif self.similarity == "sne":
-            tau = check_number(self.threshold, "threshold (SNE probability)", 0.0, 1.0)
-        else:
-            tau = check_number(self.threshold, "threshold (squared L2 distance)")
-        if self.similarity == "sne":
-            return {
-                "threshold": tau,
-                "temperature": check_number(self.temperature, "temperature", 0.0, low_open=True),
-            }
-        if self.similarity == "cosine":
-            if not isinstance(self.center_features, (bool, np.bool_)):
+            return {"n_neighbors": self.n_neighbors}
+        tau = self.threshold
+        if tau is not None:
+            low, high, what = {
+                "cosine": (-1.0, 1.0, "cosine similarity"),
+                "sne": (0.0, 1.0, "SNE probability"),
+                "l2": (0.0, np.inf, "squared L2 distance"),
+            }[self.similarity]
+            if not low <= tau <= high:
                 raise ValueError(
-                    f"center_features must be True or False, got {self.center_features!r}"
+                    f"threshold ({what}) must be in [{low}, {high}] for "
+                    f"similarity={self.similarity!r}, got {tau!r}"
                 )
+            tau = float(tau)
+        if self.similarity == "sne":
+            return {"threshold": tau, "temperature": float(self.temperature)}
+        if self.similarity == "cosine":
             return {"threshold": tau, "center": bool(self.center_features)}
         return {"threshold": tau}
 
-    def _check_params(self, X: np.ndarray) -> dict:
-        self._check_common_params()
-        self._check_n_clusters(self.n_clusters, X.shape[0])
-        params = self._similarity_params()
-        if not any(self.composition is c or self.composition == c for c in COMPOSITIONS):
-            raise ValueError(
-                f"unknown composition {self.composition!r}; accepted: 'auto', "
-                "'ricap' (images), 'mixup' or None"
-            )
-        is_image = X.ndim == 4
-        if self.composition == "ricap" and not is_image:
+    def _check_params(self, X: np.ndarray) -> None:
+        self._check_n_clusters(self.n_clusters, len(X))
+        self._similarity_params()
+        if self.composition == "ricap" and X.ndim != 4:
             raise ValueError(
                 "composition='ricap' needs images (n, h, w) or (n, c, h, w); X holds "
                 "vectors: use composition='mixup' (or 'auto')"
             )
-        self.composition_ = (
-            ("ricap" if is_image else "mixup") if self.composition == "auto" else self.composition
-        )
-        check_number(self.consistency_weight, "consistency_weight")
-        check_positive_int(self.rampup_epochs, "rampup_epochs", 0)
-        self.n_epochs_ = resolve_max_epochs(
-            self.max_epochs, X.shape[0], self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS, minimum=1
-        )
-        if not (
-            isinstance(self.freeze_backbone, (bool, np.bool_))
-            or (isinstance(self.freeze_backbone, str) and self.freeze_backbone == "auto")
-        ):
-            raise ValueError(
-                f"freeze_backbone must be True, False or 'auto', got {self.freeze_backbone!r}"
-            )
-        if not (
-            self.pretext is None
-            or (isinstance(self.pretext, str) and self.pretext in PRETEXTS)
-            or (not isinstance(self.pretext, str) and hasattr(self.pretext, "fit"))
-        ):
-            raise ValueError(
-                "pretext must be 'simclr', 'rotnet', a pretext transformer (e.g. "
-                f"RotNet(...)) or None; got {self.pretext!r}"
-            )
-        self.freeze_backbone_ = (
-            self.pretext is not None
-            if isinstance(self.freeze_backbone, str)
-            else bool(self.freeze_backbone)
-        )
-        if self.freeze_backbone_ and self.pretext is None:
+        if self.freeze_backbone is True and self.pretext is None:
             raise ValueError(
                 "freeze_backbone=True needs a pretext to initialise the frozen layers "
                 "(pretext='rotnet', 'simclr' or a transformer)"
             )
-        if not (isinstance(self.label_features, str) and self.label_features in LABEL_FEATURES):
+        if self.label_features in ("pretext", "spectral") and self.pretext is None:
             raise ValueError(
-                f"label_features must be 'auto', 'online' or 'pretext', got {self.label_features!r}"
-            )
-        self.label_features_ = (
-            ("online" if self.pretext is None else "spectral")
-            if self.label_features == "auto"
-            else self.label_features
-        )
-        if self.label_features_ != "online" and self.pretext is None:
-            raise ValueError(
-                f"label_features={self.label_features_!r} needs a pretext "
+                f"label_features={self.label_features!r} needs a pretext "
                 "(pretext='simclr', 'rotnet' or a transformer); use 'online' to "
                 "train from scratch"
             )
-        return params
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any = None) -> LSDC:
-        """Cluster ``X`` (``y`` is ignored)."""
-        X = self._validate_input(X, reset=True)
-        similarity_params = self._check_params(X)
-        self.device_ = self._device()
-        seed = self._draw_seed()
-        with self._seeded(self.device_, seed):
-            data = DeviceData(X, self.device_)
-            backbone = self._initial_backbone(X, data, seed)
-            model = ClusterModel(backbone, backbone_width(backbone), [self.n_clusters])
-            augment = self.augment or default_augmentations(data.subset())[0]
-            composition = {"ricap": ricap, "mixup": mixup, None: None}[self.composition_]
-            n_batches = batches_per_epoch(len(data), self.batch_size)
-            fixed = self._fixed_label_features(backbone, data, seed)
-            similarity_params = self._calibrate(similarity_params, fixed, seed)
-            objective = LSDCObjective(
-                augment,
-                self.similarity,
-                similarity_params,
-                composition,
-                float(self.consistency_weight),
-                self.rampup_epochs * n_batches,
-                fixed,
-                self.n_clusters,
-            )
-            self.net_ = self._make_net(
-                model, objective, data, self.n_epochs_, log_terms=("bce", "consistency", "similar")
-            )
-            self.net_.fit_on_data()
-        self.net_.release_data()
-        self.module_ = self.net_.module_
+    def _fit(self, fit: FitInput) -> None:
+        with_pretext = self.pretext is not None
+        self.composition_ = (
+            ("ricap" if fit.X.ndim == 4 else "mixup")
+            if self.composition == "auto"
+            else self.composition
+        )
+        self.freeze_backbone_ = (
+            with_pretext if self.freeze_backbone == "auto" else bool(self.freeze_backbone)
+        )
+        self.label_features_ = (
+            ("spectral" if with_pretext else "online")
+            if self.label_features == "auto"
+            else self.label_features
+        )
+        self.n_epochs_ = resolve_max_epochs(
+            self.max_epochs, len(fit.X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
+        )
+        backbone = self._initial_backbone(fit, self.pretext, freeze=self.freeze_backbone_)
+        fixed = self._fixed_label_features(backbone, fit.data, fit.seed)
+        params = self._calibrate(self._similarity_params(), fixed, fit.seed)
+        weak, _ = self._views(fit.data)
+        objective = LSDCObjective(
+            weak,
+            self.similarity,
+            params,
+            {"ricap": ricap, "mixup": mixup, None: None}[self.composition_],
+            float(self.consistency_weight),
+            self.rampup_epochs * batches_per_epoch(len(fit.X), self.batch_size),
+            fixed,
+            self.n_clusters,
+        )
+        model = ClusterModel(backbone, backbone.out_features, [self.n_clusters])
+        self.module_ = self._train(
+            "clustering",
+            model,
+            objective,
+            fit.data,
+            self.n_epochs_,
+            log_terms=("bce", "consistency", "similar"),
+        )
         self.head_ = 0
-        self.history_ = self.net_.history
         self.threshold_ = objective.similarity_params.get("threshold")
         self.n_neighbors_ = objective.similarity_params.get("n_neighbors")
-        self.labels_ = self.predict(X)
-        return self
 
     def _fixed_label_features(
         self, backbone: nn.Module, data: DeviceData, seed: int
@@ -517,31 +478,8 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             n_batches = max(1, min(CALIBRATION_BATCHES, len(fixed) // batch))
             order = torch.randperm(len(fixed), generator=gen)[: n_batches * batch]
             batches = [fixed[i.to(fixed.device)].float() for i in order.view(n_batches, batch)]
-            params = {**params, key: _calibrated(batches, self.similarity, params, self.n_clusters)}
+            params = {
+                **params,
+                key: _calibrated(batches, self.similarity, params, self.n_clusters),
+            }
         return params
-
-    def _initial_backbone(self, X: np.ndarray, data: DeviceData, seed: int) -> nn.Module:
-        """A fresh backbone, or the pretext's (with its early part frozen if asked)."""
-        self.pretext_ = None
-        if self.pretext is None:
-            return build_backbone(data.subset(), None)
-        if isinstance(self.pretext, str):
-            common = dict(device=self.device, random_state=seed, verbose=self.verbose)
-            pretext = SimCLR(**common) if self.pretext == "simclr" else RotNet(**common)
-        else:
-            pretext = clone(self.pretext)
-        self.pretext_ = pretext.fit(X)
-        backbone = copy.deepcopy(self.pretext_.backbone_)
-        if not self.freeze_backbone_:
-            return backbone
-        early, last = split_last_block(backbone)
-        frozen = nn.Sequential(Frozen(early), last)
-        frozen.out_features = backbone.out_features
-        return frozen
-
-
-def backbone_width(backbone: nn.Module) -> int:
-    width = getattr(backbone, "out_features", None)
-    if not isinstance(width, numbers.Integral):
-        raise ValueError("the pretext's backbone_ must expose an integer out_features")
-    return int(width)

@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
-from .._training import DeviceData
-from ..augment import default_augmentations, identity
-from ..backbones import ClusterModel, Standardize
-from ..base import DeepClusterMixin, check_number, check_positive_int, to_numpy
+from .._training import DeviceData, HeadLosses, batched_forward, select_head
+from ..augment import identity
+from ..backbones import Frozen, build_backbone
+from ..base import (
+    COMMON_CONSTRAINTS,
+    INFERENCE_BATCH,
+    FitInput,
+    epochs_constraint,
+    resolve_max_epochs,
+    to_numpy,
+)
+from ..heads import ClusterModel
 from ..losses import scan_loss, self_label_loss
 from ..neighbors import mine_neighbors, neighbors_of
-from ..pretext import SimCLR
+from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint
+
+#: ``max_epochs="auto"`` of the clustering step: at least this many epochs and steps.
+AUTO_MIN_EPOCHS = 30
+AUTO_MIN_STEPS = 0
+#: ``self_label_epochs="auto"`` stops when the confident samples stop growing, at the latest here.
+SELF_LABEL_MAX_EPOCHS = 100
 
 
 class SCANObjective:
-    """Anchors and one random mined neighbour each, through every head; SCAN loss per head.
-
-    Keeps the epoch's summed loss of each head so the best head can be chosen by lowest loss.
-    """
+    """Anchors and one random mined neighbour each, through every head; SCAN loss (eq. 2) per
+    head, summed in ``head_losses`` so the head with the lowest loss can be kept."""
 
     def __init__(
         self,
@@ -37,10 +50,7 @@ class SCANObjective:
         self.augment = augment
         self.neighbors = neighbors
         self.entropy_weight = entropy_weight
-        self.head_losses = torch.zeros(n_heads, device=neighbors.device)
-
-    def on_epoch_begin(self, net: Any) -> None:
-        self.head_losses.zero_()
+        self.head_losses = HeadLosses(n_heads, neighbors.device)
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
         pick = torch.randint(self.neighbors.shape[1], (len(idx),), device=idx.device)
@@ -48,7 +58,7 @@ class SCANObjective:
         x = torch.cat([self.augment(data[idx]), self.augment(data[neighbor_idx])])
         terms = [scan_loss(*logits.chunk(2), self.entropy_weight) for logits in module(x)]
         totals = torch.stack([t.total for t in terms])
-        self.head_losses += totals.detach()
+        self.head_losses.add(totals)
         return {
             "loss": totals.mean(),  # mean over heads: readable log, same Adam steps
             "consistency": torch.stack([t.consistency for t in terms]).mean(),
@@ -57,14 +67,26 @@ class SCANObjective:
 
 
 class SelfLabelObjective:
-    """Pseudo-labels from a weak view's confident predictions; class-balanced CE on a strong view."""
+    """Sec. 2.3: confident predictions on a weak view become pseudo-labels for a class-balanced
+    cross-entropy on a strong view.
+
+    With ``stop_when_stalled`` the step ends when an epoch does not raise the number of
+    confident training samples (the paper's "while Len(Y) increases").
+    """
 
     def __init__(
-        self, weak: Callable[[Tensor], Tensor], strong: Callable[[Tensor], Tensor], threshold: float
+        self,
+        weak: Callable[[Tensor], Tensor],
+        strong: Callable[[Tensor], Tensor],
+        threshold: float,
+        n_confident: int,
+        stop_when_stalled: bool = False,
     ) -> None:
         self.weak = weak
         self.strong = strong
         self.threshold = threshold
+        self.n_confident = n_confident
+        self.stop_when_stalled = stop_when_stalled
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
         x = data[idx]
@@ -76,6 +98,20 @@ class SelfLabelObjective:
             "loss": self_label_loss(strong_logits, weak_probs, self.threshold),
             "confident": confident,
         }
+
+    def on_epoch_end(self, net: Any) -> None:
+        count = count_confident(net.module_, net.data, self.threshold)
+        net.history.record("n_confident", count)
+        stalled = count <= self.n_confident
+        self.n_confident = max(count, self.n_confident)
+        if self.stop_when_stalled and stalled:
+            raise KeyboardInterrupt  # skorch's way to end training early (as EarlyStopping)
+
+
+def count_confident(module: nn.Module, data: DeviceData, threshold: float) -> int:
+    """Samples of ``data`` whose (unaugmented) prediction exceeds ``threshold`` (strictly)."""
+    probs = torch.softmax(batched_forward(module, data, INFERENCE_BATCH, amp=True)[0], dim=1)
+    return int((probs.max(1).values > threshold).sum())
 
 
 class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
@@ -94,53 +130,67 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
        (``> confidence_threshold``) become pseudo-labels for a class-balanced cross-entropy on a
        strongly augmented view (:func:`skdeepcluster.losses.self_label_loss`).
 
-    Features instead of raw data: with ``pretext=None``, X already holds features (steps 2-4 run on
-    them, with heads on the frozen features). After a :class:`~skdeepcluster.NeighborMiner` in a
-    ``Pipeline``, X carries its mined neighbours and step 2 is skipped too.
+    Features instead of raw data: with ``pretext=None``, X already holds feature vectors (steps
+    2-4 run on them, with heads on the standardised features). After a
+    :class:`~skdeepcluster.NeighborMiner` in a ``Pipeline``, X carries its mined neighbours and
+    steps 1-2 are skipped.
 
     Parameters
     ----------
     n_clusters : int, default=10
-    pretext : "simclr", transformer or None, default="simclr"
-        Pretext learner for raw data: "simclr" for :class:`~skdeepcluster.SimCLR` with its own
-        defaults and this estimator's ``device``, ``random_state`` and ``verbose``; an (unfitted)
-        pretext transformer exposing ``backbone_`` after fit (cloned, never modified); None when X
-        holds features. Ignored when X carries mined neighbours.
+        Number of clusters (at least 2).
+    pretext : {"simclr", "rotnet"}, transformer or None, default="simclr"
+        Pretext learner for raw data: a name for :class:`~skdeepcluster.SimCLR` /
+        :class:`~skdeepcluster.RotNet` with their defaults, or an (unfitted) pretext transformer
+        exposing ``backbone_`` after fit (cloned, never modified); either gets this estimator's
+        ``device``, ``random_state`` and ``verbose`` unless set on it. None when X holds feature
+        vectors. Ignored when X carries mined neighbours.
     n_neighbors : int, default=20
-        Neighbours mined per sample.
+        Neighbours mined per sample (the paper's text says 5; its released configuration 20).
+    include_self : bool, default=False
+        Also draw the sample itself as its "neighbour" (the released code samples from the
+        ``n_neighbors + 1`` nearest, the sample included): consistency with its own other view.
     n_heads : int, default=10
         Clustering heads trained together; the one with the lowest SCAN loss is kept.
     entropy_weight : float, default=5.0
-        Weight ``lambda`` of the entropy term.
+        Weight ``lambda`` of the entropy term of eq. (2) (the paper's text: 2; its released
+        configuration: 5).
+    clustering_views : {"weak", "strong"}, default="weak"
+        The views of anchors and neighbours in the clustering step: the weak view, or the
+        strong view (the paper: RandAugment-like operations and cutout).
     confidence_threshold : float, default=0.99
-        Self-labelling confidence threshold.
-    max_epochs : int, default=30
-        Epochs of the clustering step.
-    self_label_epochs : int, default=10
-        Epochs of self-labelling (0 skips it).
+        Self-labelling confidence threshold (a sample is confident when its top probability is
+        strictly above it).
+    max_epochs : int or "auto", default="auto"
+        Epochs of the clustering step; "auto": 30 (the paper: 100; see ``docs/benchmarks.md``).
+    self_label_epochs : int or "auto", default=10
+        Epochs of self-labelling (0 skips it); "auto" trains while the number of confident
+        samples grows, as the paper does (at most 100 epochs).
     update_backbone : bool, default=True
         Fine-tune the pretext backbone during clustering and self-labelling (the paper); False
-        trains only the heads on frozen embeddings (faster).
+        trains only the heads, on the frozen backbone's features of the augmented views.
     batch_size : int, default=128
-        Anchors per batch of the clustering and self-labelling steps.
+        Anchors per batch of the clustering and self-labelling steps (the paper: 256).
     lr : float, default=1e-3
-        AdamW learning rate of the backbone when it is fine-tuned during clustering. Measured on MNIST-test (best head): 1e-3 with batches of 128 reached ACC
-        0.97 after 30 clustering epochs from a 60-epoch SimCLR backbone, where the paper's 1e-4
-        with batches of 256 was at 0.74 after 25 epochs and 0.84 after 35 from a 30-epoch one.
+        AdamW learning rate of the backbone in the clustering step (the paper: Adam 1e-4;
+        measured: ``docs/benchmarks.md``).
     head_lr : float, default=1e-2
-        AdamW learning rate of the clustering heads during clustering (they start from scratch).
+        AdamW learning rate of the clustering heads in the clustering step (they start from
+        scratch).
     self_label_lr : float, default=1e-4
-        AdamW learning rate of the whole model during self-labelling (the paper's). Measured on
-        the digits images from the same clustered model (ACC 0.979): self-labelling at 1e-4 gave
-        0.984, at 1e-3 it let the pseudo-labels drift to 0.952.
+        AdamW learning rate of the whole model during self-labelling (the paper's).
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         Weak view maker for raw data; None for the data kind's default
-        (:func:`skdeepcluster.augment.default_augmentations`). Features are not augmented during
-        clustering; self-labelling uses vector noise and masking on them.
+        (:func:`skdeepcluster.augment.default_augmentations`); the strong view is built on it.
+        Feature vectors (``pretext=None``) are not augmented during clustering; self-labelling
+        uses vector noise and masking on them.
     device : str or torch.device, default="cpu"
+        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
     random_state : int, RandomState instance or None, default=None
+        Seeds the pretext, initialisation, batching and augmentation; CPU runs are repeatable.
     verbose : int, default=0
+        Print a line per stage and skorch's per-epoch log.
     callbacks : list or None, default=None
         skorch callbacks, used in the clustering and self-labelling steps.
 
@@ -159,28 +209,63 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     pretext_ : transformer or None
         The fitted pretext learner (None on features).
     neighbors_ : ndarray of shape (n_samples, n_neighbors)
-        The neighbours used.
+        The mined neighbours (the sample itself not included).
     n_confident_ : int
         Training samples above ``confidence_threshold`` before self-labelling.
-    history_ : dict of skorch.History
-        ``"clustering"`` and (when it ran) ``"self_labelling"``.
+    history_ : skorch.History
+        Every epoch of the clustering and self-labelling steps; ``"stage"`` says which.
+    histories_ : dict of skorch.History
+        One per stage: ``"pretext"`` (when SCAN fitted one), ``"clustering"`` and, when it ran,
+        ``"self_labelling"`` (with ``n_confident`` per epoch).
+    n_epochs_ : int
+        Clustering epochs (``max_epochs`` resolved).
     net_ : skorch.NeuralNet
         The net of the last training step.
     device_ : torch.device
+        The device the model lives on.
     input_shape_ : tuple
+        Shape of one sample.
     n_features_in_ : int
+        Values per sample.
+
+    Examples
+    --------
+    >>> from skdeepcluster import SCAN
+    >>> from skdeepcluster.datasets import load_digits_images
+    >>> X, y = load_digits_images()
+    >>> labels = SCAN(n_clusters=10, random_state=0).fit_predict(X)  # doctest: +SKIP
     """
+
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "n_clusters": N_CLUSTERS_CONSTRAINT,
+        "pretext": pretext_constraint(),
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "include_self": ["boolean"],
+        "n_heads": [Interval(Integral, 1, None, closed="left")],
+        "entropy_weight": [Interval(Real, 0, None, closed="left")],
+        "clustering_views": [StrOptions({"weak", "strong"})],
+        "confidence_threshold": [Interval(Real, 0, 1, closed="both")],
+        "max_epochs": epochs_constraint(1),
+        "self_label_epochs": epochs_constraint(0),
+        "update_backbone": ["boolean"],
+        "head_lr": [Interval(Real, 0, None, closed="neither")],
+        "self_label_lr": [Interval(Real, 0, None, closed="neither")],
+    }
 
     def __init__(
         self,
         n_clusters: int = 10,
+        *,
         pretext: Any = "simclr",
         n_neighbors: int = 20,
+        include_self: bool = False,
         n_heads: int = 10,
         entropy_weight: float = 5.0,
+        clustering_views: str = "weak",
         confidence_threshold: float = 0.99,
-        max_epochs: int = 30,
-        self_label_epochs: int = 10,
+        max_epochs: int | str = "auto",
+        self_label_epochs: int | str = 10,
         update_backbone: bool = True,
         batch_size: int = 128,
         lr: float = 1e-3,
@@ -196,8 +281,10 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.n_clusters = n_clusters
         self.pretext = pretext
         self.n_neighbors = n_neighbors
+        self.include_self = include_self
         self.n_heads = n_heads
         self.entropy_weight = entropy_weight
+        self.clustering_views = clustering_views
         self.confidence_threshold = confidence_threshold
         self.max_epochs = max_epochs
         self.self_label_epochs = self_label_epochs
@@ -213,123 +300,90 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    # ------------------------------------------------------------------ validation
-    def _check_params(self, n_samples: int) -> None:
-        self._check_common_params()
-        self._check_n_clusters(self.n_clusters, n_samples)
-        check_positive_int(self.n_neighbors, "n_neighbors")
-        if self.n_neighbors >= n_samples:
+    def _check_params(self, X: np.ndarray) -> None:
+        self._check_n_clusters(self.n_clusters, len(X))
+        if self.n_neighbors >= len(X):
             raise ValueError(
                 f"n_neighbors={self.n_neighbors} must be smaller than the number of "
-                f"samples ({n_samples})"
+                f"samples ({len(X)})"
             )
-        check_positive_int(self.n_heads, "n_heads")
-        check_number(self.entropy_weight, "entropy_weight")
-        check_number(self.confidence_threshold, "confidence_threshold", 0.0, 1.0)
-        check_positive_int(self.max_epochs, "max_epochs")
-        check_positive_int(self.self_label_epochs, "self_label_epochs", 0)
-        check_number(self.head_lr, "head_lr", 0.0, low_open=True)
-        check_number(self.self_label_lr, "self_label_lr", 0.0, low_open=True)
-        if not (self.pretext is None or self.pretext == "simclr" or hasattr(self.pretext, "fit")):
-            raise ValueError(
-                "pretext must be 'simclr', a pretext transformer (e.g. SimCLR(...)) or "
-                f"None; got {self.pretext!r}"
-            )
-
-    @staticmethod
-    def _check_neighbors(neighbors: np.ndarray, n_samples: int) -> np.ndarray:
-        if neighbors.ndim != 2 or neighbors.shape[0] != n_samples or neighbors.shape[1] < 1:
-            raise ValueError(
-                f"the neighbours carried by X must be (n_samples, k) = ({n_samples}, k); "
-                f"got shape {neighbors.shape}"
-            )
-        if neighbors.min() < 0 or neighbors.max() >= n_samples:
-            raise ValueError("the neighbours carried by X must index rows of X")
-        return neighbors.astype(np.int64)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any = None) -> SCAN:
-        """Cluster ``X`` (``y`` is ignored)."""
-        carried = neighbors_of(X)
-        X = self._validate_input(X, reset=True)
-        self._check_params(X.shape[0])
-        self.device_ = self._device()
-        seed = self._draw_seed()
-        with self._seeded(self.device_, seed):
-            data, module, augment, neighbors, frozen = self._prepare(X, carried, seed)
-            self._cluster(data, module, augment, neighbors)
-            self._self_label(data, augment)
-        if frozen is not None:  # the heads were trained on embeddings: put the backbone before them
-            self.module_.backbone = nn.Sequential(frozen, self.module_.backbone)
-        self.net_.release_data()
-        self.labels_ = self.predict(X)
-        return self
-
-    def _prepare(self, X: np.ndarray, carried: np.ndarray | None, seed: int):
-        """Data, initial model, weak augmentation and neighbours for clustering, and the frozen
-        pretext backbone when only heads are trained on its embeddings (else None)."""
-        self.pretext_ = None
-        frozen = None
-        data = DeviceData(X, self.device_)
-        raw = carried is None and self.pretext is not None
-        if raw:
-            pretext = (
-                SimCLR(device=self.device, random_state=seed, verbose=self.verbose)
-                if isinstance(self.pretext, str)
-                else clone(self.pretext)
-            )
-            self.pretext_ = pretext.fit(X)
-            backbone = copy.deepcopy(self.pretext_.backbone_)
-            embeddings = self._forward_all(backbone, X)
-            if not self.update_backbone:  # heads on frozen embeddings: same path as features
-                data = DeviceData(to_numpy(embeddings), self.device_)
-                raw = False
-                frozen = backbone.eval()
+    def _fit(self, fit: FitInput) -> None:
+        carried = neighbors_of(fit.raw)
+        pretext = None if carried is not None else self.pretext
+        weak, strong = self._views(fit.data)
+        if pretext is None:  # X holds features: heads on them, standardised, not augmented
+            if fit.X.ndim != 2:
+                raise ValueError(
+                    "pretext=None means X holds feature vectors (n_samples, n_features); got "
+                    f"images of shape {fit.X.shape}. Use a pretext (e.g. pretext='simclr') to "
+                    "cluster images, or pass their embeddings."
+                )
+            self.pretext_ = None
+            backbone = build_backbone(fit.data.sample, nn.Identity())
+            embeddings = fit.data.as_float()
+            views = weak_view = identity
         else:
-            embeddings = data.subset(len(data))
+            backbone = self._initial_backbone(fit, pretext)
+            embeddings = self._forward_data(backbone, fit.data)
+            weak_view = weak
+            views = strong if self.clustering_views == "strong" else weak
+            if not self.update_backbone:
+                backbone = Frozen(backbone)
+        neighbors = self._neighbors(carried, embeddings)
+        model = ClusterModel(backbone, embeddings.shape[1], [self.n_clusters] * self.n_heads)
+        self._cluster(fit, model, views, neighbors)
+        self._self_label(fit, weak_view, strong)
+
+    def _neighbors(self, carried: np.ndarray | None, embeddings: Tensor) -> Tensor:
+        """The mined neighbour table (``neighbors_``), with each sample itself prepended as a
+        candidate when ``include_self``."""
+        n = len(embeddings)
         if carried is not None:
-            neighbors = torch.as_tensor(
-                self._check_neighbors(carried, len(data)), device=self.device_
-            )
+            if carried.ndim != 2 or carried.shape[0] != n or carried.shape[1] < 1:
+                raise ValueError(
+                    f"the neighbours carried by X must be (n_samples, k) = ({n}, k); got shape "
+                    f"{carried.shape}"
+                )
+            if carried.min() < 0 or carried.max() >= n:
+                raise ValueError("the neighbours carried by X must index rows of X")
+            neighbors = torch.as_tensor(carried.astype(np.int64), device=self.device_)
         else:
             neighbors = mine_neighbors(embeddings, self.n_neighbors)
         self.neighbors_ = to_numpy(neighbors)
-        head_sizes = [self.n_clusters] * self.n_heads
-        if raw:
-            augment = self.augment or default_augmentations(data.subset())[0]
-            return (
-                data,
-                ClusterModel(backbone, backbone.out_features, head_sizes),
-                augment,
-                neighbors,
-                None,
-            )
-        standardize = Standardize.from_data(data.subset()).to(self.device_)
-        model = ClusterModel(standardize, data.tensor.shape[1], head_sizes)
-        return data, model, identity, neighbors, frozen
+        if self.include_self:
+            itself = torch.arange(n, device=neighbors.device).unsqueeze(1)
+            neighbors = torch.cat([itself, neighbors], dim=1)
+        return neighbors
 
     def _cluster(
-        self, data: DeviceData, module: nn.Module, augment: Callable, neighbors: Tensor
+        self, fit: FitInput, model: ClusterModel, views: Callable, neighbors: Tensor
     ) -> None:
-        objective = SCANObjective(augment, neighbors, self.entropy_weight, self.n_heads)
-        self.net_ = self._make_net(
-            module,
+        """The clustering step (eq. 2 on every head); keeps the head with the lowest loss."""
+        self.n_epochs_ = resolve_max_epochs(
+            self.max_epochs, len(fit.X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
+        )
+        objective = SCANObjective(views, neighbors, self.entropy_weight, self.n_heads)
+        trained = self._train(
+            "clustering",
+            model,
             objective,
-            data,
-            self.max_epochs,
+            fit.data,
+            self.n_epochs_,
             log_terms=("consistency", "entropy"),
             group_lrs={"heads.*": self.head_lr},
         )
-        self.net_.fit_on_data()
-        n_batches = self.net_.history[-1, "train_batch_count"]
-        self.head_losses_ = to_numpy(objective.head_losses) / max(n_batches, 1)
-        self.best_head_ = int(np.argmin(self.head_losses_))
-        self.module_ = self.net_.module_.keep_heads([self.best_head_])
+        self.head_losses_ = objective.head_losses.means()
+        self.best_head_ = select_head(
+            self.head_losses_, [self.n_clusters] * self.n_heads, self.n_clusters
+        )
+        self.module_ = trained.keep_heads([self.best_head_])
         self.head_ = 0
-        self.history_ = {"clustering": self.net_.history}
 
-    def _self_label(self, data: DeviceData, weak: Callable) -> None:
-        probs = torch.softmax(self._forward_data(self.module_, data)[0], dim=1)
+    def _self_label(self, fit: FitInput, weak: Callable, strong: Callable) -> None:
+        """Sec. 2.3, from the kept head (skipped when no sample is confident)."""
+        probs = torch.softmax(self._forward_data(self.module_, fit.data)[0], dim=1)
         confidence = probs.max(1).values
         self.n_confident_ = int((confidence > self.confidence_threshold).sum())
         if self.self_label_epochs == 0:
@@ -338,23 +392,22 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
             warnings.warn(
                 f"SCAN self-labelling skipped: no training sample has a confidence above "
                 f"confidence_threshold={self.confidence_threshold} (highest: "
-                f"{float(confidence.max()):.3f}). Lower confidence_threshold or train the clustering "
-                "step longer (max_epochs).",
+                f"{float(confidence.max()):.3f}). Lower confidence_threshold or train the "
+                "clustering step longer (max_epochs).",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             return
-        strong = default_augmentations(data.subset())[1]
-        objective = SelfLabelObjective(weak, strong, self.confidence_threshold)
-        self.net_.release_data()
-        self.net_ = self._make_net(
+        auto = self.self_label_epochs == "auto"
+        objective = SelfLabelObjective(
+            weak, strong, self.confidence_threshold, self.n_confident_, stop_when_stalled=auto
+        )
+        self.module_ = self._train(
+            "self_labelling",
             self.module_,
             objective,
-            data,
-            self.self_label_epochs,
+            fit.data,
+            SELF_LABEL_MAX_EPOCHS if auto else self.self_label_epochs,
             lr=self.self_label_lr,
             log_terms=("confident",),
         )
-        self.net_.fit_on_data()
-        self.module_ = self.net_.module_
-        self.history_["self_labelling"] = self.net_.history

@@ -3,25 +3,45 @@
 
 from __future__ import annotations
 
-import copy
-import numbers
 import warnings
 from collections.abc import Callable, Sequence
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
-from .._training import DeviceData, batched_forward
-from ..augment import default_augmentations
-from ..backbones import ClusterModel, build_backbone
-from ..base import DeepClusterMixin, check_number, check_positive_int, to_numpy
+from .._training import DeviceData, HeadLosses, batched_forward, select_head
+from .._validation import check_positive_int
+from ..base import (
+    COMMON_CONSTRAINTS,
+    INFERENCE_BATCH,
+    LR_SCHEDULE_CONSTRAINT,
+    FitInput,
+    epochs_constraint,
+    resolve_max_epochs,
+    to_numpy,
+)
+from ..heads import ClusterModel, kmeans_heads
 from ..ot import sinkhorn_knopp
-from ..pretext import SimCLR
+from ._base import DeepClusterMixin, pretext_constraint
+
+#: Sinkhorn stops when the cluster sums are off by at most this much in L1 (twice the fraction of
+#: the mass that is misplaced): well below one sample's share of the argmax labels on data of up
+#: to ~10^5 samples, and reached in tens to hundreds of iterations at lambda=25.
+SINKHORN_TOL = 1e-3
+#: ``max_epochs="auto"``: at least this many epochs and optimisation steps.
+AUTO_MIN_EPOCHS = 100
+AUTO_MIN_STEPS = 0
+
+
+#: Heads of ``n_clusters`` when ``n_heads=None`` and ``n_clusters`` is an int.
+DEFAULT_N_HEADS = 3
 
 
 def label_update_epochs(n_updates: int, max_epochs: int) -> np.ndarray:
@@ -62,65 +82,6 @@ def label_update_epochs(n_updates: int, max_epochs: int) -> np.ndarray:
     return epochs
 
 
-#: k-means for ``head_init="kmeans"`` is fitted on at most this many samples (random subset).
-KMEANS_MAX_SAMPLES = 20_000
-
-
-def kmeans_heads(heads: Sequence[nn.Linear], features: Tensor, seed: int) -> list[float]:
-    r"""Set each linear head to the nearest-centroid classifier of a k-means of ``features``.
-
-    With centroids :math:`\mu_k` of the features :math:`f`, the nearest centroid maximises
-    :math:`-\lVert f - \mu_k \rVert^2 = 2\mu_k^\top f - \lVert\mu_k\rVert^2 - \lVert f\rVert^2`,
-    whose last term is the same for every cluster; so ``weight[k] = 2 mu_k / T`` and ``bias[k] =
-    -||mu_k||^2 / T`` make ``argmax head(f)`` the k-means assignment exactly. ``T`` is the mean
-    squared distance of the samples to their nearest centroid: the logits are distances in
-    units of the typical within-cluster spread, whatever the scale of the features. Each head
-    gets its own k-means seed.
-
-    Parameters
-    ----------
-    heads : sequence of torch.nn.Linear
-        Heads to overwrite in place; head ``h`` gets ``heads[h].out_features`` clusters.
-    features : Tensor of shape (n_samples, in_features)
-        Features the heads read (e.g. a pretrained backbone's embeddings).
-    seed : int
-        Seeds the subset (at most ``KMEANS_MAX_SAMPLES`` samples) and the k-means runs.
-
-    Returns
-    -------
-    list of float
-        Per head, the fraction of ``features`` whose k-means cluster is the head's argmax (1.0
-        up to ties and rounding): a check that the heads reproduce the partition.
-    """
-    from sklearn.cluster import KMeans  # sklearn.cluster is only needed here
-
-    rng = np.random.default_rng(seed)
-    f = features.detach().float().cpu()
-    fit_rows = (
-        rng.choice(len(f), KMEANS_MAX_SAMPLES, replace=False)
-        if len(f) > KMEANS_MAX_SAMPLES
-        else slice(None)
-    )
-    agreement = []
-    for h, head in enumerate(heads):
-        km = KMeans(head.out_features, n_init=3, random_state=seed + h).fit(f[fit_rows].numpy())
-        mu = torch.as_tensor(km.cluster_centers_, dtype=torch.float32)
-        sq_dist = torch.cdist(f, mu).square_()
-        temperature = float(sq_dist.min(1).values.mean().clamp_min(1e-12))
-        with torch.no_grad():
-            head.weight.copy_(2 * mu / temperature)
-            head.bias.copy_(-mu.square().sum(1) / temperature)
-        logits = F.linear(f, head.weight.detach().cpu(), head.bias.detach().cpu())
-        agreement.append(float((logits.argmax(1) == sq_dist.argmin(1)).float().mean()))
-    return agreement
-
-
-#: Sinkhorn stops when the cluster sums are off by at most this much in L1 (twice the fraction of
-#: the mass that is misplaced): well below one sample's share of the argmax labels on data of up
-#: to ~10^5 samples' precision needs, and reached in tens to hundreds of iterations at lambda=25.
-SINKHORN_TOL = 1e-3
-
-
 class _Augmented(nn.Module):
     """``module(augment(x))``: lets :func:`batched_forward` predict on augmented data."""
 
@@ -134,23 +95,21 @@ class _Augmented(nn.Module):
 
 
 class SeLaObjective:
-    """Cross-entropy of every head on an augmented view against its current labels; Sinkhorn
-    self-labelling of the whole data set at the scheduled epochs.
+    """Step 1, eq. (1) per head on an augmented view against its current labels; step 2, the
+    Sinkhorn self-labelling of eq. (7)/(8) of the whole data set at the scheduled epochs.
 
     Parameters
     ----------
     augment : callable
         View maker used for training and for the predictions the labels are computed from.
     labels : Tensor of shape (n_heads, n_samples), int64
-        Initial labels (updated in place of the attribute).
+        Initial labels (replaced at each update).
     update_epochs : sequence of int
         Epoch indices at whose start the labels are recomputed.
     sinkhorn_lambda : float
-        ``lambda`` of eq. (6).
+        ``lambda`` of eq. (7).
     marginals : list of Tensor or None
         Per head, the cluster marginal ``r`` (None for uniform).
-    batch_size : int
-        Batch size of the forward pass over the data set.
     """
 
     def __init__(
@@ -160,22 +119,18 @@ class SeLaObjective:
         update_epochs: Sequence[int],
         sinkhorn_lambda: float,
         marginals: list[Tensor | None],
-        batch_size: int,
     ) -> None:
         self.augment = augment
         self.labels = labels
         self.update_epochs = {int(e) for e in update_epochs}
         self.sinkhorn_lambda = sinkhorn_lambda
         self.marginals = marginals
-        self.batch_size = batch_size
-        self.head_losses = torch.zeros(labels.shape[0], device=labels.device)
+        self.head_losses = HeadLosses(labels.shape[0], labels.device)
         self.epoch = -1
-        self.n_updates = 0
         self.sinkhorn_error = 0.0
 
     def on_epoch_begin(self, net: Any) -> None:
         self.epoch += 1
-        self.head_losses.zero_()
         if self.epoch in self.update_epochs:
             changed = self.update_labels(net.module_, net.data)
             net.history.record("label_change", changed)
@@ -190,7 +145,7 @@ class SeLaObjective:
         ``SINKHORN_TOL``, which only skews the cluster sizes a little): the largest error over the
         heads is kept in ``sinkhorn_error`` and checked once at the end of ``fit``.
         """
-        logits = batched_forward(_Augmented(module, self.augment), data, self.batch_size)
+        logits = batched_forward(_Augmented(module, self.augment), data, INFERENCE_BATCH, amp=True)
         labels, errors = [], []
         for head_logits, marginal in zip(logits, self.marginals):
             with warnings.catch_warnings():
@@ -208,19 +163,16 @@ class SeLaObjective:
         changed = float((new != self.labels).float().mean())
         self.labels = new
         self.sinkhorn_error = max(errors)
-        self.n_updates += 1
         return changed
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
-        targets = self.labels[:, idx]
+        targets = self.labels[:, idx]  # each head's labels of the batch's rows
+        logits = module(self.augment(data[idx]))
         losses = torch.stack(
-            [
-                F.cross_entropy(logits.float(), target)
-                for logits, target in zip(module(self.augment(data[idx])), targets)
-            ]
+            [F.cross_entropy(head.float(), target) for head, target in zip(logits, targets)]
         )
-        self.head_losses += losses.detach()
-        return {"loss": losses.mean()}  # eq. (3) averaged over the heads
+        self.head_losses.add(losses)
+        return {"loss": losses.mean()}  # eq. (1) per head, averaged over the heads
 
 
 class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
@@ -229,8 +181,9 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     Asano, Rupprecht and Vedaldi, "Self-labelling via simultaneous clustering and representation
     learning", ICLR 2020.
 
-    A network (backbone and ``n_heads`` linear heads) is trained with the cross-entropy
-    :math:`E(p, q) = -\frac{1}{N}\sum_i \sum_y q(y|x_i) \log p(y|x_i)` against labels ``q`` that
+    A network (backbone and ``n_heads`` linear heads) is trained with the cross-entropy of
+    eqs. (1)-(2), :math:`E(p, q) = -\frac{1}{N}\sum_i \sum_y q(y|x_i) \log p(y|x_i)`, against
+    labels ``q`` that
     are themselves chosen to minimise the same cross-entropy, under the constraint that the labels
     split the data in the given proportions (equal by default), which rules out the degenerate
     solution of one cluster. Writing :math:`P_{yi} = p(y|x_i)/N` and relaxing the labels to a
@@ -241,13 +194,13 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
         \min_{Q \in U(r, c)} \langle Q, -\log P \rangle
         + \frac{1}{\lambda} \mathrm{KL}(Q \| r c^\top),
-        \qquad U(r, c) = \{Q \in \mathbb{R}_+^{K \times N} : Q 1 = r,\ Q^\top 1 = c\}  \tag{6}
+        \qquad U(r, c) = \{Q \in \mathbb{R}_+^{K \times N} : Q 1 = r,\ Q^\top 1 = c\}  \tag{7}
 
     whose solution is
 
     .. math::
 
-        Q = \operatorname{diag}(\alpha) \, P^{\lambda} \, \operatorname{diag}(\beta)  \tag{7}
+        Q = \operatorname{diag}(\alpha) \, P^{\lambda} \, \operatorname{diag}(\beta)  \tag{8}
 
     (power taken element-wise) with the scaling vectors :math:`\alpha, \beta` found by
     Sinkhorn-Knopp iterations (:func:`skdeepcluster.ot.sinkhorn_knopp`, log domain). Each sample
@@ -260,7 +213,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
        backbone and heads together;
     2. **self-labelling**: at the start of the scheduled epochs the whole data set goes through
        the network (eval mode, augmented view), and each head's labels are recomputed from its
-       log-softmax by eq. (6)/(7) (Sinkhorn stopped at an L1 error of the cluster sums of
+       log-softmax by eqs. (7)-(8) (Sinkhorn stopped at an L1 error of the cluster sums of
        ``SINKHORN_TOL``; a ``ConvergenceWarning`` is raised once, at the end of ``fit``, if the
        last update is far off). Labels start as a random equal split (in the proportions of
        ``cluster_marginal`` when it is given); as the first update is at epoch 0 they are only a
@@ -302,14 +255,14 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Number of heads; None for ``len(n_clusters)`` when it is a list, else 3. With a list it
         must be None or ``len(n_clusters)``.
     sinkhorn_lambda : float, default=25.0
-        ``lambda > 0`` of eq. (6): large values give a sharper (closer to hard) plan, at the cost of
+        ``lambda > 0`` of eq. (7): large values give a sharper (closer to hard) plan, at the cost of
         more Sinkhorn iterations. 25 as in the paper.
     n_label_updates : int or None, default=None
         ``M``: how many times the labels are recomputed (at most ``max_epochs``); None for one
         update per epoch, which was the best of 12, 30 and 60 updates in 60 epochs on digits.
         With fewer updates than epochs the squared schedule decides when they happen.
     cluster_marginal : array-like of shape (K0,) or None, default=None
-        The cluster marginal ``r`` of eq. (6) for the heads with ``K0`` clusters: the share of the
+        The cluster marginal ``r`` of eq. (7) for the heads with ``K0`` clusters: the share of the
         samples each cluster receives (positive, normalised to sum 1). None for uniform ``1/K0``.
         Use it when the cluster sizes are known or estimated not to be equal (imbalanced data);
         heads with another number of clusters always use a uniform marginal. Cluster ``j`` of the
@@ -403,9 +356,24 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     >>> labels = SeLa(n_clusters=10, random_state=0).fit_predict(X)  # doctest: +SKIP
     """
 
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "n_clusters": [Interval(Integral, 2, None, closed="left"), "array-like"],
+        "n_heads": [Interval(Integral, 1, None, closed="left"), None],
+        "sinkhorn_lambda": [Interval(Real, 0, None, closed="neither")],
+        "n_label_updates": [Interval(Integral, 1, None, closed="left"), None],
+        "cluster_marginal": ["array-like", None],
+        "pretext": pretext_constraint("auto"),
+        "head_init": [StrOptions({"auto", "kmeans", "random"})],
+        "backbone": [nn.Module, None],
+        "max_epochs": epochs_constraint(1),
+        "lr_schedule": LR_SCHEDULE_CONSTRAINT,
+    }
+
     def __init__(
         self,
         n_clusters: int | Sequence[int] = 10,
+        *,
         n_heads: int | None = None,
         sinkhorn_lambda: float = 25.0,
         n_label_updates: int | None = None,
@@ -413,9 +381,10 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         pretext: Any = "auto",
         head_init: str = "auto",
         backbone: nn.Module | None = None,
-        max_epochs: int = 100,
+        max_epochs: int | str = "auto",
         batch_size: int = 256,
         lr: float = 2e-3,
+        lr_schedule: str = "constant",
         weight_decay: float = 5e-2,
         augment: Callable | None = None,
         device: str = "cpu",
@@ -434,6 +403,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
         self.augment = augment
         self.device = device
@@ -442,29 +412,16 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.callbacks = callbacks
 
     # ------------------------------------------------------------------ validation
-    def _head_sizes(self, n_samples: int) -> list[int]:
+    def _sizes(self, n_samples: int) -> list[int]:
         """Clusters per head from ``n_clusters`` and ``n_heads``, validated."""
-        if isinstance(self.n_clusters, (list, tuple, np.ndarray)):
-            sizes = list(self.n_clusters)
-            if not sizes:
-                raise ValueError("n_clusters must be an int or a non-empty list of ints; got []")
-            sizes = [
-                self._check_n_clusters(k, n_samples, f"n_clusters[{i}]")
-                for i, k in enumerate(sizes)
-            ]
-            if self.n_heads is not None and self.n_heads != len(sizes):
-                raise ValueError(
-                    f"n_heads={self.n_heads!r} does not match n_clusters, a list of "
-                    f"{len(sizes)} head sizes; leave n_heads=None with a list"
-                )
-            return sizes
-        if not isinstance(self.n_clusters, numbers.Integral) or isinstance(self.n_clusters, bool):
+        listed = isinstance(self.n_clusters, (list, tuple, np.ndarray))
+        if listed and self.n_heads is not None and self.n_heads != len(self.n_clusters):
             raise ValueError(
-                f"n_clusters must be an int or a list of ints, got {self.n_clusters!r}"
+                f"n_heads={self.n_heads!r} does not match n_clusters, a list of "
+                f"{len(self.n_clusters)} head sizes; leave n_heads=None with a list"
             )
-        k = self._check_n_clusters(self.n_clusters, n_samples)
-        n_heads = 3 if self.n_heads is None else check_positive_int(self.n_heads, "n_heads")
-        return [k] * n_heads
+        n_heads = DEFAULT_N_HEADS if self.n_heads is None else self.n_heads
+        return self._head_sizes(self.n_clusters, n_heads, n_samples)
 
     def _check_marginal(self, k: int) -> np.ndarray | None:
         if self.cluster_marginal is None:
@@ -485,74 +442,50 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
             raise ValueError(f"cluster_marginal entries must be finite and > 0, got {marginal}")
         return marginal / marginal.sum()
 
-    def _check_params(self, n_samples: int) -> tuple[list[int], np.ndarray | None, np.ndarray]:
-        self._check_common_params()
-        sizes = self._head_sizes(n_samples)
-        marginal = self._check_marginal(sizes[0])
-        check_number(self.sinkhorn_lambda, "sinkhorn_lambda", 0.0, low_open=True)
-        schedule = label_update_epochs(
-            self.max_epochs if self.n_label_updates is None else self.n_label_updates,
-            self.max_epochs,
-        )
-        if not (
-            self.pretext is None
-            or (isinstance(self.pretext, str) and self.pretext in ("auto", "simclr"))
-            or (not isinstance(self.pretext, str) and hasattr(self.pretext, "fit"))
-        ):
-            raise ValueError(
-                "pretext must be None, 'auto', 'simclr' or a pretext transformer "
-                f"(e.g. SimCLR(...)); got {self.pretext!r}"
-            )
-        if self.backbone is not None and not isinstance(self.backbone, nn.Module):
-            raise ValueError(
-                f"backbone must be None or a torch.nn.Module, got {type(self.backbone).__name__}"
-            )
-        if self.augment is not None and not callable(self.augment):
-            raise ValueError(f"augment must be None or a callable, got {self.augment!r}")
-        if not (isinstance(self.head_init, str) and self.head_init in ("auto", "kmeans", "random")):
-            raise ValueError(
-                f"head_init must be 'auto', 'kmeans' or 'random', got {self.head_init!r}"
-            )
-        return sizes, marginal, schedule
+    def _check_params(self, X: np.ndarray) -> None:
+        self._check_marginal(self._sizes(len(X))[0])
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any = None) -> SeLa:
-        """Cluster ``X`` (``y`` is ignored)."""
-        X = self._validate_input(X, reset=True)
-        sizes, marginal, schedule = self._check_params(X.shape[0])
+    def _fit(self, fit: FitInput) -> None:
+        sizes = self.head_sizes_ = self._sizes(len(fit.X))
+        marginal = self._check_marginal(sizes[0])
+        self.n_epochs_ = resolve_max_epochs(
+            self.max_epochs, len(fit.X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
+        )
+        self.label_update_epochs_ = label_update_epochs(
+            self.n_epochs_ if self.n_label_updates is None else self.n_label_updates,
+            self.n_epochs_,
+        )
+        pretext = self.pretext
+        if isinstance(pretext, str) and pretext == "auto":
+            pretext = "simclr" if fit.X.ndim == 4 else None
         self.head_init_ = (
-            ("random" if self._from_scratch(X) else "kmeans")
+            ("random" if pretext is None else "kmeans")
             if self.head_init == "auto"
             else self.head_init
         )
-        self.device_ = self._device()
-        self.head_sizes_ = sizes
-        self.label_update_epochs_ = schedule
-        seed = self._draw_seed()
-        with self._seeded(self.device_, seed):
-            data = DeviceData(X, self.device_)
-            module = self._initial_model(X, data, sizes, seed)
-            if self.head_init_ == "kmeans":
-                features = self._forward_data(module.backbone, data)
-                kmeans_heads(module.heads, features, seed)
-            augment = self.augment or default_augmentations(data.subset())[0]
-            objective = SeLaObjective(
-                augment,
-                self._initial_labels(len(data), sizes, marginal),
-                schedule,
-                self.sinkhorn_lambda,
-                self._marginals(sizes, marginal),
-                max(self.batch_size, 256),
-            )
-            self.net_ = self._make_net(module, objective, data, self.max_epochs)
-            self.net_.fit_on_data()
-        self.net_.release_data()
-        self.module_ = self.net_.module_
-        self.history_ = self.net_.history
-        n_batches = self.history_[-1, "train_batch_count"]
-        self.head_losses_ = to_numpy(objective.head_losses) / max(n_batches, 1)
-        candidates = [h for h, k in enumerate(sizes) if k == sizes[0]]
-        self.head_ = int(min(candidates, key=lambda h: self.head_losses_[h]))
+        backbone = self._initial_backbone(fit, pretext, body=self.backbone)
+        module = ClusterModel(backbone, backbone.out_features, sizes)
+        if self.head_init_ == "kmeans":
+            kmeans_heads(module.heads, self._forward_data(backbone, fit.data), fit.seed)
+        weak, _ = self._views(fit.data)
+        objective = SeLaObjective(
+            weak,
+            self._initial_labels(len(fit.X), sizes, marginal),
+            self.label_update_epochs_,
+            self.sinkhorn_lambda,
+            self._marginals(sizes, marginal),
+        )
+        self.module_ = self._train(
+            "clustering",
+            module,
+            objective,
+            fit.data,
+            self.n_epochs_,
+            lr_schedule=self.lr_schedule,
+        )
+        self.head_losses_ = objective.head_losses.means()
+        self.head_ = select_head(self.head_losses_, sizes, sizes[0])
         self.head_pseudo_labels_ = to_numpy(objective.labels)
         self.pseudo_labels_ = self.head_pseudo_labels_[self.head_]
         if objective.sinkhorn_error > 0.05:
@@ -562,33 +495,8 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
                 "pseudo_labels_ are only roughly the asked ones; a smaller sinkhorn_lambda "
                 "converges faster.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        # X is already validated (gray images got their channel axis): predict on it directly
-        self.labels_ = to_numpy(self._forward_all(self.module_, X)[self.head_].argmax(1))
-        return self
-
-    def _initial_model(
-        self, X: np.ndarray, data: DeviceData, sizes: list[int], seed: int
-    ) -> ClusterModel:
-        self.pretext_ = None
-        if self._from_scratch(X):
-            body = None if self.backbone is None else copy.deepcopy(self.backbone)
-            backbone = build_backbone(data.subset(), body)
-        else:
-            pretext = (
-                SimCLR(device=self.device, random_state=seed, verbose=self.verbose)
-                if isinstance(self.pretext, str)
-                else clone(self.pretext)
-            )
-            self.pretext_ = pretext.fit(X)
-            backbone = copy.deepcopy(self.pretext_.backbone_).to(self.device_)
-        return ClusterModel(backbone, backbone.out_features, sizes)
-
-    def _from_scratch(self, X: np.ndarray) -> bool:
-        return self.pretext is None or (
-            isinstance(self.pretext, str) and self.pretext == "auto" and X.ndim == 2
-        )
 
     def _marginals(self, sizes: list[int], marginal: np.ndarray | None) -> list[Tensor | None]:
         if marginal is None:
