@@ -1,0 +1,251 @@
+"""The shared fit path: pretext building, devices, seeds, end of fit, stages and their history.
+
+Several tests here fail on main at e6dd4a8 (review B1, B4, B5, B7): each says which.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import make_blobs
+from sklearn.model_selection import GridSearchCV
+from skorch.history import History
+
+from skdeepcluster import LSDC, SCAN, RotNet, SeLa, SimCLR
+from skdeepcluster._training import DeepClusterNet
+from skdeepcluster.methods import _base as methods_base
+from skdeepcluster.metrics import acc_scorer
+from skdeepcluster.pretext import fit_pretext, pretext_backbone
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(96, n_features=6, centers=3, cluster_std=1.0, random_state=3)
+    return X.astype(np.float32), y
+
+
+def tiny_simclr(**kwargs):
+    return SimCLR(**{"max_epochs": 1, "batch_size": 32, "projection_dim": 8, **kwargs})
+
+
+def tiny(cls, **kwargs):
+    """A one-epoch configuration of each clustering method on 3 clusters."""
+    common = dict(n_clusters=3, batch_size=32, random_state=0)
+    own = {
+        SCAN: dict(
+            max_epochs=1, self_label_epochs=1, n_neighbors=3, n_heads=2, confidence_threshold=0.0
+        ),
+        SeLa: dict(max_epochs=2, n_heads=2),
+        LSDC: dict(max_epochs=1),
+    }[cls]
+    return cls(**{**common, **own, **kwargs})
+
+
+METHODS = [SCAN, SeLa, LSDC]
+
+
+# ----------------------------------------------------------------------------- the pretext builder
+
+
+def test_user_pretext_gets_the_methods_seed_and_device(blobs):
+    """B7: a user pretext left unseeded used to train unseeded (random_state=None), so
+    SCAN(pretext=SimCLR(), random_state=0) was not repeatable. B1: it also kept its own
+    device. Fails on e6dd4a8 (the clone kept random_state=None and device 'cpu')."""
+    device = torch.device("cpu")  # an object, so "got the method's device" can be told apart
+    X, _ = blobs
+    first = tiny(SCAN, pretext=tiny_simclr(), device=device).fit(X)
+    again = tiny(SCAN, pretext=tiny_simclr(), device=device).fit(X)
+    assert first.pretext_.random_state == again.pretext_.random_state is not None
+    assert first.pretext_.device is device
+    for a, b in zip(first.pretext_.backbone_.parameters(), again.pretext_.backbone_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    np.testing.assert_array_equal(first.labels_, again.labels_)
+
+
+def test_user_settings_of_the_pretext_are_kept_and_the_object_is_not_touched(blobs):
+    X, _ = blobs
+    given = tiny_simclr(random_state=7, verbose=0)
+    fitted = fit_pretext(given, X, device="cpu", random_state=123, verbose=1)
+    assert fitted is not given and not hasattr(given, "backbone_")
+    assert fitted.random_state == 7  # set by the user: kept
+    assert fitted.verbose == 1  # left at its default: the method's
+    assert given.get_params()["random_state"] == 7 and given.verbose == 0
+
+
+def test_named_pretext_is_built_with_the_methods_settings(blobs, one_epoch_pretexts):
+    fitted = fit_pretext("simclr", blobs[0], device="cpu", random_state=5, verbose=0)
+    assert isinstance(fitted, SimCLR) and fitted.random_state == 5 and fitted.device == "cpu"
+
+
+def test_the_pretext_backbone_is_moved_to_the_methods_device(blobs):
+    """B1: the backbone copy is moved to the method's device before anything runs on it."""
+    pretext = tiny_simclr(random_state=0).fit(blobs[0])
+    moved_to = []
+    backbone = pretext.backbone_
+    original_to = type(backbone).to
+
+    def spy(self, *args, **kwargs):
+        moved_to.append(args[0] if args else kwargs.get("device"))
+        return original_to(self, *args, **kwargs)
+
+    type(backbone).to = spy
+    try:
+        copy = pretext_backbone(pretext, torch.device("cpu"))
+    finally:
+        type(backbone).to = original_to
+    assert moved_to == [torch.device("cpu")]
+    assert copy is not pretext.backbone_
+
+
+def test_pretext_without_a_backbone_is_refused(blobs):
+    class NoBackbone(SimCLR):
+        def fit(self, X, y=None):
+            return self
+
+    with pytest.raises(ValueError, match="has no backbone_ module"):
+        tiny(SCAN, pretext=NoBackbone()).fit(blobs[0])
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_pretext_params_reach_a_named_pretext(cls, blobs):
+    """``pretext__<param>`` with a named pretext: the name becomes that pretext, configured."""
+    method = clone(tiny(cls, pretext="simclr")).set_params(
+        pretext__max_epochs=1, pretext__batch_size=32, pretext__projection_dim=4
+    )
+    assert isinstance(method.pretext, SimCLR)
+    assert (method.pretext.max_epochs, method.pretext.projection_dim) == (1, 4)
+    method.fit(blobs[0])
+    assert method.pretext_.projection_dim == 4 and method.pretext_.random_state is not None
+
+
+def test_pretext_params_in_a_grid_search(blobs):
+    X, y = blobs
+    search = GridSearchCV(
+        tiny(SCAN, pretext="simclr", self_label_epochs=0),
+        {"pretext__max_epochs": [1, 2], "pretext__batch_size": [32]},
+        scoring=acc_scorer,
+        cv=2,
+    ).fit(X, y)
+    assert search.best_estimator_.pretext_.n_epochs_ == search.best_params_["pretext__max_epochs"]
+
+
+def test_pretext_params_need_a_named_pretext():
+    with pytest.raises(ValueError, match="'auto' names no pretext"):
+        SeLa(pretext="auto").set_params(pretext__max_epochs=1)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def _spy_devices(monkeypatch):
+    """Record, at every training step, the devices of the module's parameters and buffers, of the
+    training data and of every tensor the objective holds, beside the net's device."""
+    seen = []
+    step = DeepClusterNet.train_step_single
+
+    def spy(self, batch, **fit_params):
+        tensors = [*self.module_.parameters(), *self.module_.buffers(), self.data.tensor, batch[0]]
+        tensors += [v for v in vars(self.objective).values() if isinstance(v, torch.Tensor)]
+        seen.append((torch.device(self.device), {t.device for t in tensors}))
+        return step(self, batch, **fit_params)
+
+    monkeypatch.setattr(DeepClusterNet, "train_step_single", spy)
+    return seen
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_every_tensor_and_parameter_of_a_fit_is_on_the_estimators_device(cls, blobs, monkeypatch):
+    """CI has no GPU: on CUDA the same test checks the CUDA placement."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    seen = _spy_devices(monkeypatch)
+    model = tiny(cls, pretext=tiny_simclr(), device=device).fit(blobs[0])
+    assert len(seen) > 0
+    for net_device, devices in seen:
+        assert net_device == model.device_
+        assert {d.type for d in devices} == {model.device_.type}
+    assert {p.device.type for p in model.module_.parameters()} == {model.device_.type}
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def test_scan_without_pretext_refuses_images():
+    """B4: pretext=None on images used to fail deep in mining with a size mismatch."""
+    X = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"pretext=None means X holds feature vectors"):
+        tiny(SCAN, pretext=None).fit(X)
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_no_feature_name_warning_after_a_dataframe_fit(cls, blobs):
+    """B5: labels_ was computed with predict on the validated array, which warned "X does not
+    have valid feature names" after every DataFrame fit (SCAN and LSDC on e6dd4a8)."""
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame(blobs[0], columns=[f"f{i}" for i in range(blobs[0].shape[1])])
+    model = tiny(cls, pretext=tiny_simclr())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*feature names.*")
+        model.fit(X)
+        np.testing.assert_array_equal(model.predict(X), model.labels_)
+    assert list(model.feature_names_in_) == list(X.columns)
+
+
+# ----------------------------------------------------------------------------- end of fit
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_end_of_fit_is_the_same_for_every_method(cls, blobs):
+    X, _ = blobs
+    model = tiny(cls, pretext=tiny_simclr()).fit(X)
+    # the data is released by every net, the model is kept
+    assert model.net_.data is None and model.net_.objective is None
+    assert isinstance(model.module_, torch.nn.Module)
+    # history_: a History of every own epoch, tagged with its stage; histories_ one per stage
+    assert isinstance(model.history_, History) and len(model.history_) > 0
+    stages = [s for s in model.histories_ if s != "pretext"]
+    assert model.history_[:, "stage"] == [s for s in stages for _ in model.histories_[s]]
+    assert isinstance(model.histories_["pretext"], History)
+    assert model.histories_["pretext"] is model.pretext_.history_
+    # labels_: the predictions of the kept head on the training data
+    np.testing.assert_array_equal(model.labels_, model.predict(X))
+
+
+def test_single_stage_estimators_have_one_history(blobs):
+    simclr = tiny_simclr().fit(blobs[0])
+    assert set(simclr.histories_) == {"pretext"}
+    assert simclr.history_[:, "train_loss"] == simclr.histories_["pretext"][:, "train_loss"]
+
+
+@pytest.mark.parametrize("cls", [SCAN, SeLa, LSDC, SimCLR, RotNet])
+def test_max_epochs_auto_on_every_estimator(cls):
+    assert cls().get_params()["max_epochs"] == "auto"
+
+
+def test_verbose_names_each_stage(blobs, capsys):
+    tiny(SCAN, pretext=tiny_simclr(), verbose=1).fit(blobs[0])
+    out = capsys.readouterr().out
+    assert "[SimCLR] pretext: 1 epochs" in out
+    assert "[SCAN] clustering: 1 epochs" in out and "[SCAN] self_labelling: 1 epochs" in out
+
+
+def test_methods_pass_their_stage_through_train(monkeypatch, blobs):
+    """Every method trains through DeepEstimatorMixin._train (one place builds the nets)."""
+    calls = []
+    train = methods_base.DeepEstimatorMixin._train
+
+    def spy(self, stage, *args, **kwargs):
+        calls.append((type(self).__name__, stage))
+        return train(self, stage, *args, **kwargs)
+
+    monkeypatch.setattr(methods_base.DeepEstimatorMixin, "_train", spy)
+    for cls in METHODS:
+        tiny(cls, pretext=tiny_simclr()).fit(blobs[0])
+    assert ("SimCLR", "pretext") in calls
+    assert {c for c in calls if c[0] != "SimCLR"} == {
+        ("SCAN", "clustering"),
+        ("SCAN", "self_labelling"),
+        ("SeLa", "clustering"),
+        ("LSDC", "clustering"),
+    }
