@@ -4,10 +4,15 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
 
 from skdeepcluster import SCAN, SimCLR
+from skdeepcluster._training import DeviceData
+from skdeepcluster.augment import VectorAugment, identity
+from skdeepcluster.losses import self_label_loss
+from skdeepcluster.methods import scan as scan_module
 from skdeepcluster.metrics import cluster_accuracy
 
 N_CLUSTERS = 3
@@ -173,3 +178,101 @@ def test_scan_fit_predict_matches_labels(blobs):
         labels = scan.fit_predict(X)
     np.testing.assert_array_equal(labels, scan.labels_)
     assert set(scan.history_[:, "stage"]) == {"clustering"}
+
+
+# ----------------------------------------------------------------------------- the objectives
+
+
+class _IdentityHeads(torch.nn.Module):
+    """One "head" whose logits are the input: lets a test read which rows the loss received."""
+
+    def forward(self, x):
+        return [x]
+
+
+def _id_data(n):
+    """Rows whose first value is the row index (the other values 0)."""
+    X = np.zeros((n, 3), dtype=np.float32)
+    X[:, 0] = np.arange(n)
+    return DeviceData(X, torch.device("cpu"))
+
+
+def test_scan_pairs_each_anchor_with_one_of_its_own_neighbours(monkeypatch):
+    n, k = 50, 4
+    rng = np.random.default_rng(0)
+    table = torch.as_tensor(np.stack([rng.choice(n, k, replace=False) for _ in range(n)]))
+    pairs = []
+    real = scan_module.scan_loss
+
+    def spy(anchor_logits, neighbor_logits, entropy_weight):
+        pairs.append((anchor_logits[:, 0].long(), neighbor_logits[:, 0].long()))
+        return real(anchor_logits, neighbor_logits, entropy_weight)
+
+    monkeypatch.setattr(scan_module, "scan_loss", spy)
+    objective = scan_module.SCANObjective(identity, table, 5.0, n_heads=1)
+    data = _id_data(n)
+    torch.manual_seed(0)
+    for _ in range(20):
+        objective.loss(_IdentityHeads(), data, torch.randperm(n)[:16])
+    assert len(pairs) == 20
+    drawn = set()
+    for anchors, neighbors in pairs:
+        for a, b in zip(anchors.tolist(), neighbors.tolist()):
+            assert b in table[a].tolist(), (a, b)
+            drawn.add((a, b))
+    assert len({b for _, b in drawn}) > k  # neighbours are drawn, not always the first
+
+
+def test_include_self_adds_the_sample_to_its_neighbours(blobs):
+    X = blobs[0]
+    scan = feature_scan(include_self=True, max_epochs=1, self_label_epochs=0)
+    table = scan.fit(X) and scan._neighbors(None, torch.as_tensor(X))
+    assert table.shape == (len(X), 5 + 1)
+    np.testing.assert_array_equal(table[:, 0].numpy(), np.arange(len(X)))
+    assert scan.neighbors_.shape == (len(X), 5)  # the attribute keeps the mined ones
+
+
+def test_self_label_threshold_is_strict():
+    """A sample is confident only when its top probability is *above* the threshold."""
+    logits = torch.zeros(2, 2, requires_grad=True)
+    at = torch.tensor([[0.9, 0.1], [0.9, 0.1]])
+    loss = self_label_loss(logits, at, threshold=0.9)
+    assert loss.item() == 0.0  # none confident: exactly at the threshold
+    above = torch.tensor([[0.9 + 1e-6, 0.1 - 1e-6], [0.5, 0.5]])
+    assert self_label_loss(logits, above, threshold=0.9).item() == pytest.approx(np.log(2))
+    data = DeviceData(np.zeros((4, 2), dtype=np.float32), torch.device("cpu"))
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return [torch.log(torch.tensor([[0.9, 0.1]])).expand(len(x), 2)]
+
+    assert scan_module.count_confident(Fixed(), data, 0.9 - 1e-4) == 4
+    assert scan_module.count_confident(Fixed(), data, 0.9 + 1e-4) == 0
+
+
+def test_self_labelling_auto_stops_when_the_confident_samples_stop_growing(blobs):
+    scan = feature_scan(self_label_epochs="auto").fit(blobs[0])
+    counts = scan.histories_["self_labelling"][:, "n_confident"]
+    assert 1 <= len(counts) < scan_module.SELF_LABEL_MAX_EPOCHS
+    best = [max([scan.n_confident_, *counts[: i + 1]]) for i in range(len(counts))]
+    # it went on while each epoch beat the best so far, and stopped at the first that did not
+    assert all(c > b for c, b in zip(counts[:-1], [scan.n_confident_, *best[:-2]]))
+    assert counts[-1] <= max([scan.n_confident_, *counts[:-1]])
+
+
+def test_strong_clustering_views_use_the_strong_augmentation(monkeypatch, blobs):
+    calls = []
+    real = scan_module.SCANObjective.__init__
+
+    def spy(self, augment, *args, **kwargs):
+        calls.append(augment)
+        real(self, augment, *args, **kwargs)
+
+    monkeypatch.setattr(scan_module.SCANObjective, "__init__", spy)
+    X = blobs[0]
+    raw_scan(clustering_views="strong", max_epochs=1, self_label_epochs=0).fit(X)
+    raw_scan(clustering_views="weak", max_epochs=1, self_label_epochs=0).fit(X)
+    strong, weak = calls
+    assert isinstance(strong, VectorAugment) and isinstance(weak, VectorAugment)
+    assert (strong.noise, strong.mask_prob) == (0.4, 0.4)
+    assert (weak.noise, weak.mask_prob) == (0.2, 0.2)

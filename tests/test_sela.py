@@ -8,13 +8,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.datasets import make_blobs
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdeepcluster import SeLa, SimCLR
+from skdeepcluster._training import DeviceData
 from skdeepcluster.methods import sela as sela_module
-from skdeepcluster import heads as heads_module
-from skdeepcluster.heads import kmeans_heads
 from skdeepcluster.methods.sela import label_update_epochs
 from skdeepcluster.metrics import cluster_accuracy
 
@@ -196,28 +196,6 @@ def test_auto_pretext_is_simclr_for_images_only(
     assert (model.pretext_ is None) != uses_simclr
 
 
-def test_kmeans_heads_reproduce_the_kmeans_partition(blobs):
-    from sklearn.cluster import KMeans
-
-    X, y = blobs
-    features = torch.as_tensor(X)
-    heads = [torch.nn.Linear(8, 4), torch.nn.Linear(8, 6)]
-    agreement = kmeans_heads(heads, features, seed=3)
-    assert min(agreement) >= 0.99  # exact up to float32 rounding at the cell boundaries
-    km = KMeans(4, n_init=3, random_state=3).fit(X)
-    with torch.no_grad():
-        pred = heads[0](features).argmax(1).numpy()
-    assert cluster_accuracy(km.labels_, pred) >= 0.99  # the same partition, up to names
-    assert cluster_accuracy(y, pred) > 0.95  # well-separated blobs are found
-
-
-def test_kmeans_heads_on_a_subset_of_large_data(monkeypatch, blobs):
-    monkeypatch.setattr(heads_module, "KMEANS_MAX_SAMPLES", 50)
-    X, _ = blobs
-    agreement = kmeans_heads([torch.nn.Linear(8, 4)], torch.as_tensor(X), seed=0)
-    assert agreement[0] >= 0.99  # all 300 samples follow the centroids found on 50
-
-
 @pytest.mark.parametrize(
     ("pretext", "head_init", "expected"),
     [
@@ -312,3 +290,27 @@ def test_default_label_updates_once_per_epoch(blobs):
     model = tiny(max_epochs=4, n_label_updates=None).fit(X)
     np.testing.assert_array_equal(model.label_update_epochs_, np.arange(4))
     assert SeLa().n_label_updates is None and SeLa().max_epochs == "auto"
+
+
+def test_sela_loss_uses_the_labels_of_the_batch_rows():
+    """Each row's cross-entropy is against *its own* label: a model that predicts every
+    sample's label with certainty has zero loss on any batch, and a shifted lookup would not."""
+    n, k = 30, 3
+    X = np.zeros((n, 2), dtype=np.float32)
+    X[:, 0] = np.arange(n)
+    data = DeviceData(X, torch.device("cpu"))
+    labels = torch.stack([torch.arange(n) % k, (torch.arange(n) // 2) % k])
+
+    class Oracle(torch.nn.Module):
+        def forward(self, x):
+            ids = x[:, 0].long()
+            return [100.0 * F.one_hot(row[ids], k).float() for row in labels]
+
+    objective = sela_module.SeLaObjective(lambda x: x, labels, [], 25.0, [None, None])
+    torch.manual_seed(0)
+    for _ in range(5):
+        idx = torch.randperm(n)[:8]
+        assert objective.loss(Oracle(), data, idx)["loss"].item() < 1e-6
+    assert objective.head_losses.batches == 5
+    wrong = sela_module.SeLaObjective(lambda x: x, labels.roll(1, dims=1), [], 25.0, [None] * 2)
+    assert wrong.loss(Oracle(), data, torch.arange(n))["loss"].item() > 10
