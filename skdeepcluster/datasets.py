@@ -135,9 +135,7 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 
 def load_mnist_test(
-    data_home: str | os.PathLike[str] | None = None,
-    *,
-    return_X_y: bool = True,
+    data_home: str | os.PathLike[str] | None = None, *, return_X_y: bool = True
 ) -> tuple[np.ndarray, np.ndarray] | Bunch:
     """Load the MNIST test set (10,000 digits, 28x28) from local IDX files.
 

@@ -12,18 +12,9 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import (
-    adjusted_rand_score,
-    make_scorer,
-    normalized_mutual_info_score,
-)
+from sklearn.metrics import adjusted_rand_score, make_scorer, normalized_mutual_info_score
 
-__all__ = [
-    "acc_scorer",
-    "cluster_accuracy",
-    "clustering_report",
-    "format_reports",
-]
+__all__ = ["acc_scorer", "cluster_accuracy", "clustering_report", "format_reports"]
 
 
 def _check_label_vectors(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -125,10 +125,22 @@ class NeighborFeatures(np.ndarray):
         return (NeighborFeatures.wrap, (np.asarray(self), self.neighbors))
 
 
-def neighbors_of(X: Any) -> np.ndarray | None:
-    """The mined neighbours carried by ``X`` (a :class:`NeighborFeatures`), else None."""
+def neighbors_of(X: Any, n_samples: int | None = None) -> np.ndarray | None:
+    """The mined neighbours carried by ``X`` (a :class:`NeighborFeatures`) as int64, else None;
+    with ``n_samples``, checked to be a ``(n_samples, k)`` table of row indices."""
     neighbors = getattr(X, "neighbors", None)
-    return None if neighbors is None else np.asarray(neighbors)
+    if neighbors is None:
+        return None
+    neighbors = np.asarray(neighbors)
+    if n_samples is not None:
+        if neighbors.ndim != 2 or neighbors.shape[0] != n_samples or neighbors.shape[1] < 1:
+            raise ValueError(
+                f"the neighbours carried by X must be (n_samples, k) = ({n_samples}, k); got "
+                f"shape {neighbors.shape}"
+            )
+        if neighbors.min() < 0 or neighbors.max() >= n_samples:
+            raise ValueError("the neighbours carried by X must index rows of X")
+    return neighbors.astype(np.int64)
 
 
 class NeighborMiner(TransformerMixin, BaseEstimator):

@@ -266,10 +266,7 @@ def _sparse_kernel(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | 
     del keep
     vals = kernel[rows, cols]
     by_col = torch.argsort(cols, stable=True)
-    return (
-        _csr(rows, cols, vals, (n, k)),
-        _csr(cols[by_col], rows[by_col], vals[by_col], (k, n)),
-    )
+    return (_csr(rows, cols, vals, (n, k)), _csr(cols[by_col], rows[by_col], vals[by_col], (k, n)))
 
 
 def _sparse_warm_start(

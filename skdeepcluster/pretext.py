@@ -337,12 +337,7 @@ def named_pretext(name: str, **params: Any) -> BaseEstimator:
 
 
 def fit_pretext(
-    pretext: str | BaseEstimator,
-    X: np.ndarray,
-    *,
-    device: Any,
-    random_state: int,
-    verbose: int,
+    pretext: str | BaseEstimator, X: np.ndarray, *, device: Any, random_state: int, verbose: int
 ) -> BaseEstimator:
     """Fit a pretext for a clustering method: the named one, or a clone of the user's.
 

@@ -50,7 +50,7 @@ EXPECTED_FAILED = {
             "transform mines each row's neighbours among the rows it is given, so it needs more "
             "rows than n_neighbors; the check transforms single rows. (The returned values are "
             "X itself, so on batches larger than n_neighbors the property holds.)"
-        ),
+        )
     },
 }
 

@@ -61,11 +61,7 @@ def test_cluster_model_keeps_heads_by_index():
 # ----------------------------------------------------------------------------- momentum target
 
 
-@given(
-    st.floats(0.0, 1.0),
-    st.integers(0, 100),
-    st.integers(1, 100),
-)
+@given(st.floats(0.0, 1.0), st.integers(0, 100), st.integers(1, 100))
 def test_momentum_schedules(base, step, total):
     assert momentum_at(step, total, base) == base
     cosine = momentum_at(step, total, base, "cosine")

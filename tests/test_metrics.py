@@ -13,12 +13,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skdeepcluster.metrics import (
-    acc_scorer,
-    cluster_accuracy,
-    clustering_report,
-    format_reports,
-)
+from skdeepcluster.metrics import acc_scorer, cluster_accuracy, clustering_report, format_reports
 
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -189,10 +184,7 @@ def _blobs():
 def test_acc_scorer_in_grid_search():
     X, y = _blobs()
     search = GridSearchCV(
-        KMeans(n_init=2, random_state=0),
-        {"n_clusters": [2, 3, 4]},
-        scoring=acc_scorer,
-        cv=3,
+        KMeans(n_init=2, random_state=0), {"n_clusters": [2, 3, 4]}, scoring=acc_scorer, cv=3
     )
     search.fit(X, y)
     assert search.best_params_ == {"n_clusters": 3}

@@ -24,11 +24,7 @@ N_CLUSTERS_CONSTRAINT = [Interval(Integral, 2, None, closed="left")]
 
 def pretext_constraint(*extra_names: str) -> list:
     """``pretext``: a named pretext (or one of ``extra_names``), a pretext transformer, None."""
-    return [
-        StrOptions({*NAMED_PRETEXTS, *extra_names}),
-        HasMethods(["fit", "get_params"]),
-        None,
-    ]
+    return [StrOptions({*NAMED_PRETEXTS, *extra_names}), HasMethods(["fit", "get_params"]), None]
 
 
 class DeepClusterMixin(DeepEstimatorMixin):
@@ -105,11 +101,7 @@ class DeepClusterMixin(DeepEstimatorMixin):
 
     # ------------------------------------------------------------------ the network
     def _initial_backbone(
-        self,
-        fit: FitInput,
-        pretext: Any,
-        body: nn.Module | None = None,
-        freeze: bool = False,
+        self, fit: FitInput, pretext: Any, body: nn.Module | None = None, freeze: bool = False
     ) -> Backbone:
         """The backbone a method starts from, on ``device_``.
 

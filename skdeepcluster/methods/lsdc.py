@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -41,6 +42,7 @@ def _calibrated(
     return calibrate_similarity(batches, similarity, 1.0 / n_clusters, **others)
 
 
+@dataclass
 class LSDCObjective:
     """One LSD-C step: pairwise labels from the clean view's features, eq. (5) against the
     (composite) augmented view, eq. (8) between clean and augmented predictions.
@@ -69,26 +71,15 @@ class LSDCObjective:
         the first batch so that ``1 / n_clusters`` of its pairs are similar.
     """
 
-    def __init__(
-        self,
-        augment: Callable[[Tensor], Tensor],
-        similarity: str,
-        similarity_params: dict,
-        composition: Callable | None,
-        consistency_weight: float,
-        rampup_steps: int,
-        label_features: Tensor | None = None,
-        n_clusters: int | None = None,
-    ) -> None:
-        self.augment = augment
-        self.similarity = similarity
-        self.similarity_params = similarity_params
-        self.composition = composition
-        self.consistency_weight = consistency_weight
-        self.rampup_steps = rampup_steps
-        self.label_features = label_features
-        self.n_clusters = n_clusters
-        self.step = 0
+    augment: Callable[[Tensor], Tensor]
+    similarity: str
+    similarity_params: dict
+    composition: Callable | None
+    consistency_weight: float
+    rampup_steps: int
+    label_features: Tensor | None = None
+    n_clusters: int | None = None
+    step: int = 0
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
         x = data[idx]
@@ -138,14 +129,14 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     (2020). A network (backbone and a linear head of ``n_clusters`` outputs) is trained on
     mini-batches; for each batch of clean samples :math:`x` and their augmented views :math:`x'`:
 
-    1. **pairwise labels** (Sec. 3.2, Table 1): the penultimate features :math:`f_i` of the clean
-       view (the backbone's output, detached) give a 0/1 adjacency :math:`A_{ij}`
-       (:func:`skdeepcluster.pairwise_labels.pairwise_adjacency`) by thresholding their cosine similarity
-       (``"cosine"``: :math:`\cos(f_i, f_j) > \tau`), their squared distance (``"l2"``:
-       :math:`\lVert f_i - f_j\rVert^2 < \tau`), the symmetric SNE probabilities (``"sne"``,
-       eqs. 1-2: :math:`p_{j|i} \propto \exp(-\lVert f_i - f_j\rVert^2 / T)`,
-       :math:`p_{ij} = (p_{j|i} + p_{i|j}) / 2B > \tau`), or by symmetrised k nearest
-       neighbours (``"knn"``);
+    1. **pairwise labels** (Sec. 3.2, Table 1): features :math:`f_i` of the batch give a 0/1
+       adjacency :math:`A_{ij}` (:func:`skdeepcluster.pairwise_labels.pairwise_adjacency`) by
+       thresholding their cosine similarity (``"cosine"``: :math:`\cos(f_i, f_j) > \tau`), their
+       squared distance (``"l2"``: :math:`\lVert f_i - f_j\rVert^2 < \tau`), the symmetric SNE
+       similarity of eqs. (1)-(2) (``"sne"``: :math:`(p_{j|i} + p_{i|j}) / 2 > \tau`,
+       :math:`p_{j|i} \propto \exp(-\lVert f_i - f_j\rVert^2 / T^2)`), or symmetrised k
+       nearest neighbours (``"knn"``). In the paper the features are the network's own
+       penultimate features of the clean view (``label_features="online"``);
     2. **clustering loss**, eq. (5) (:func:`skdeepcluster.losses.lsdc_pairwise_bce`): the binary
        cross-entropy between :math:`A_{ij}` and :math:`p_i^\top p'_j`, the probability that the
        clean sample :math:`i` and the augmented sample :math:`j` share a cluster;
@@ -160,90 +151,68 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
        :math:`\lambda`.
 
     The clusters are the argmax of the linear head, hence linearly separable in feature space.
-    The paper initialises the network by self-supervision (RotNet) and then trains only the last
-    block of the backbone and the head: ``pretext="rotnet"`` and ``freeze_backbone=True``. The
-    default does the same from a SimCLR initialisation (measured on the digits images with cosine
-    0.9, batches of 256 and 30 epochs: ACC 0.62 from SimCLR, 0.33 from scratch; and RotNet is for
-    images only). With ``pretext=None`` the network is trained from scratch.
+    The paper initialises the network by RotNet self-supervision and trains only the last block
+    of the backbone and the head; the paper's setting is ``pretext="rotnet",
+    freeze_backbone=True, label_features="online", threshold=0.9, center_features=False,
+    consistency_weight=5``. The defaults differ where measured better (``docs/benchmarks.md``,
+    "paper setting -> parameters" in ``docs/paper_settings.md``).
 
     Parameters
     ----------
     n_clusters : int, default=10
+        Number of clusters (at least 2).
     similarity : {"cosine", "l2", "sne", "knn"}, default="cosine"
         Criterion making the pairwise labels.
     threshold : float or None, default=None
         :math:`\tau` of the criterion (not used by "knn"): cosine in ``[-1, 1]``, squared distance
-        ``>= 0``, SNE probability in ``[0, 1]``. None: calibrated so that ``1 / n_clusters`` of
-        the pairs are similar (the share of same-cluster pairs of equal clusters), by
-        :func:`skdeepcluster.pairwise_labels.calibrate_similarity`: on 20 random batches of the fixed
-        label features before training, or for ``label_features="online"`` on the first
-        training batch (the features as the loss sees them). The value used is ``threshold_``.
-        A fixed value suits one feature space only: a squared distance of 40 labelled about 5 %
-        of the pairs of the digits' backbone features similar and every pair of MNIST's SimCLR
-        features.
+        ``>= 0``, SNE similarity in ``[0, 1]``. None (not in the paper, which fixes 0.9 for the
+        cosine): calibrated so that ``1 / n_clusters`` of the pairs are similar, by
+        :func:`skdeepcluster.pairwise_labels.calibrate_similarity`, on 20 random batches of
+        fixed label features, or on the first training batch with ``label_features="online"``.
+        The value used is ``threshold_``.
     center_features : bool, default=True
-        ``"cosine"`` only: compare the batch-centred features, :math:`\cos(f_i - \bar f, f_j -
-        \bar f)` (:func:`skdeepcluster.pairwise_labels.cosine_adjacency`). The SimCLR backbone's features
-        are non-negative (ReLU, average pooling): on MNIST-test 85 % of the pairs of a batch had a
-        raw cosine above 0.8 (and LSDC collapsed to one cluster), against 3 % after centring.
+        ``"cosine"`` only: compare the batch-centred features :math:`\cos(f_i - \bar f, f_j -
+        \bar f)` (:func:`skdeepcluster.pairwise_labels.cosine_adjacency`); not in the paper, which
+        uses the raw cosine (``False``), measured to collapse on ReLU features.
     temperature : float, default=1.0
         SNE temperature :math:`T` of eq. (1) (``"sne"`` only).
     n_neighbors : int or None, default=None
         :math:`k` of ``"knn"`` (only), neighbours within each batch. None: the smallest ``k``
-        that labels at least ``1 / n_clusters`` of the pairs similar, calibrated as ``threshold``
-        (``n_neighbors_``). A fixed ``k`` must follow the batch size: on digits from scratch with
-        batches of 256, k=5 collapsed to one cluster for two seeds and k=20 did not.
+        that labels at least ``1 / n_clusters`` of the pairs similar (``n_neighbors_``).
     composition : {"auto", "ricap", "mixup"} or None, default="auto"
         Composition of eq. (6): "auto" is RICAP for images and MixUp for vectors; None compares
         clean and augmented views without composition. RICAP needs images.
     consistency_weight : float, default=10.0
         :math:`\lambda`, the final weight of the consistency loss, eq. (8) (MSE averaged over the
-        batch and the clusters).
+        batch and the clusters); the paper: 5 (measured: ``docs/benchmarks.md``).
     rampup_epochs : int, default=10
-        Length of its ramp-up in epochs (counted in optimisation steps); 0 for none.
+        Length of its ramp-up in epochs (counted in optimisation steps); 0 for none. The paper
+        ramps up over 100 of 220 epochs (measured: ``docs/benchmarks.md``).
     pretext : {"simclr", "rotnet"}, transformer or None, default="simclr"
-        Self-supervised initialisation of the backbone: "simclr" or "rotnet" for
+        Self-supervised initialisation of the backbone: a name for
         :class:`~skdeepcluster.SimCLR` / :class:`~skdeepcluster.RotNet` (images only) with their
-        own defaults and this estimator's ``device``, ``random_state`` and ``verbose``; an (unfitted)
-        pretext transformer exposing ``backbone_`` after fit (cloned, never modified); None to
-        train from scratch.
+        defaults, or an (unfitted) pretext transformer exposing ``backbone_`` after fit (cloned,
+        never modified); either gets this estimator's ``device``, ``random_state`` and
+        ``verbose`` unless set on it. None trains from scratch. The paper: "rotnet".
     freeze_backbone : bool or "auto", default="auto"
         With a pretext, keep the early layers fixed (weights and batch-norm statistics) and train
-        only the backbone's last block and the linear head, as the paper does. "auto": True with a
-        pretext, False without one. Measured on MNIST-test (centred cosine 0.7): ACC 0.43 after 6
-        epochs and 0.65 after 30 when frozen, 0.30 after 10 epochs when all of the network trains
-        (its own features drift: 21 % of the pairs similar after the first epoch, against 5 % at
-        the SimCLR initialisation); on the digits images 0.81 frozen against 0.82. The last block is
-        the last Linear-BatchNorm-ReLU of the MLP (vectors), the last conv-BatchNorm-ReLU of the
-        small CNN (images under 32 px), the last macro-block (two 512-channel residual blocks) of
-        the ResNet-18 (see :func:`skdeepcluster.backbones.split_last_block`).
+        only the backbone's last block and the linear head, as the paper does
+        (:func:`skdeepcluster.backbones.freeze_early_layers`). "auto": True with a pretext.
     label_features : {"auto", "online", "pretext", "spectral"}, default="auto"
         Features the pairwise labels are made from. "online": the network's own penultimate
-        features of the clean view, detached, recomputed every batch (the paper). "pretext": the
-        pretext backbone's features of the clean samples, computed once before training and held
-        fixed, so the labels cannot drift with the network being trained. "spectral": the same,
-        then replaced by the spectral embedding of their 30-nearest-neighbour graph, in
-        ``n_clusters`` dimensions (:func:`skdeepcluster.neighbors.neighbor_graph_embedding`).
-        "auto": "spectral" with a pretext, "online" without one. Measured on MNIST-test from one
-        cached SimCLR backbone (see ``docs/benchmarks.md``): ACC 0.55 with pretext features
-        (centred cosine 0.7), 0.97 with the spectral embedding (calibrated centred cosine); the
-        online default of the previous version ended at 0.54. Pretext features are pure only
-        locally (95.6 % of the 20 nearest neighbours share the class); a random batch of 64
-        holds few such neighbours, so thresholding their centred cosine finds same-class
-        pairs with precision 0.82 and recall 0.26 at 0.7 (0.54 and 0.49 at 0.5), while on the
-        spectral embedding (2,000 samples, cosine 0.5, 10 % of the pairs similar) precision and
-        recall are 0.87 and 0.88.
+        features of the clean view, detached, every batch (the paper). "pretext": the pretext
+        backbone's features, computed once and held fixed. "spectral": the spectral embedding
+        of those features' 30-nearest-neighbour graph in ``n_clusters`` dimensions
+        (:func:`skdeepcluster.neighbors.neighbor_graph_embedding`), held fixed. "auto":
+        "spectral" with a pretext (not the paper: measured 0.54 -> 0.97 on MNIST-test,
+        ``docs/benchmarks.md``), "online" without one.
     max_epochs : int or "auto", default="auto"
-        Training epochs. "auto": at least 30 epochs and at least 5,000 optimisation steps (173
-        epochs on the 1,797 digits, 32 on MNIST-test). The pairwise loss needs many steps:
-        measured on the digits images from the SimCLR initialisation (raw cosine 0.8), ACC 0.68
-        after 30 epochs of batches of 256 (240 steps), 0.94 after 100 epochs of batches of 64
-        (2,900 steps) and 0.95 after 200 (5,800).
+        Training epochs. "auto": at least 30 epochs and 5,000 optimisation steps (179 epochs on
+        the 1,797 digits, 32 on MNIST-test; the paper: 220).
     batch_size : int, default=64
-        Small batches give more steps for the same computation (0.95 with batches of 64 against
-        0.93 with 128 after 200 epochs on the digits images).
+        Samples per batch (the paper: 256; measured: ``docs/benchmarks.md``).
     lr : float, default=1e-3
-        AdamW learning rate.
+        AdamW learning rate (the paper: SGD 0.1 with step decay).
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         View maker :math:`x' = \mathrm{augment}(x)` on the device; None for the data kind's weak
@@ -251,8 +220,10 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     device : str or torch.device, default="cpu"
         "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, batching, augmentation and composition; CPU runs are repeatable.
+        Seeds the pretext, initialisation, batching, augmentation and composition; CPU runs are
+        repeatable.
     verbose : int, default=0
+        Print a line per stage and skorch's per-epoch log.
     callbacks : list or None, default=None
         skorch callbacks.
 
@@ -263,6 +234,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     module_ : torch.nn.Module
         Backbone and linear head (``head_ = 0``).
     head_ : int
+        Always 0 (one head).
     pretext_ : transformer or None
         The fitted pretext learner.
     threshold_ : float or None
@@ -273,7 +245,9 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         The composition used ("ricap", "mixup" or None).
     history_ : skorch.History
         Per epoch: ``train_loss``, ``bce`` (eq. 5), ``consistency`` (eq. 8, unweighted) and
-        ``similar`` (fraction of similar pairs in the batches).
+        ``similar`` (fraction of similar pairs in the batches); ``"stage"`` is "clustering".
+    histories_ : dict of skorch.History
+        ``"pretext"`` (when LSDC fitted one) and ``"clustering"``.
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
     freeze_backbone_ : bool
@@ -281,15 +255,19 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     label_features_ : str
         "online", "pretext" or "spectral" (``label_features`` resolved).
     net_ : skorch.NeuralNet
+        The net that trained the model.
     device_ : torch.device
+        The device the model lives on.
     input_shape_ : tuple
+        Shape of one sample.
     n_features_in_ : int
+        Values per sample.
 
     Examples
     --------
-    >>> from sklearn.datasets import load_digits
     >>> from skdeepcluster import LSDC
-    >>> X, y = load_digits(return_X_y=True)
+    >>> from skdeepcluster.datasets import load_digits_images
+    >>> X, y = load_digits_images()
     >>> labels = LSDC(n_clusters=10, random_state=0).fit_predict(X)  # doctest: +SKIP
     """
 
@@ -478,8 +456,5 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             n_batches = max(1, min(CALIBRATION_BATCHES, len(fixed) // batch))
             order = torch.randperm(len(fixed), generator=gen)[: n_batches * batch]
             batches = [fixed[i.to(fixed.device)].float() for i in order.view(n_batches, batch)]
-            params = {
-                **params,
-                key: _calibrated(batches, self.similarity, params, self.n_clusters),
-            }
+            params = {**params, key: _calibrated(batches, self.similarity, params, self.n_clusters)}
         return params

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -36,21 +37,18 @@ AUTO_MIN_STEPS = 0
 SELF_LABEL_MAX_EPOCHS = 100
 
 
+@dataclass
 class SCANObjective:
     """Anchors and one random mined neighbour each, through every head; SCAN loss (eq. 2) per
     head, summed in ``head_losses`` so the head with the lowest loss can be kept."""
 
-    def __init__(
-        self,
-        augment: Callable[[Tensor], Tensor],
-        neighbors: Tensor,
-        entropy_weight: float,
-        n_heads: int,
-    ) -> None:
-        self.augment = augment
-        self.neighbors = neighbors
-        self.entropy_weight = entropy_weight
-        self.head_losses = HeadLosses(n_heads, neighbors.device)
+    augment: Callable[[Tensor], Tensor]
+    neighbors: Tensor
+    entropy_weight: float
+    n_heads: int
+
+    def __post_init__(self) -> None:
+        self.head_losses = HeadLosses(self.n_heads, self.neighbors.device)
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
         pick = torch.randint(self.neighbors.shape[1], (len(idx),), device=idx.device)
@@ -66,6 +64,7 @@ class SCANObjective:
         }
 
 
+@dataclass
 class SelfLabelObjective:
     """Sec. 2.3: confident predictions on a weak view become pseudo-labels for a class-balanced
     cross-entropy on a strong view.
@@ -74,19 +73,11 @@ class SelfLabelObjective:
     confident training samples (the paper's "while Len(Y) increases").
     """
 
-    def __init__(
-        self,
-        weak: Callable[[Tensor], Tensor],
-        strong: Callable[[Tensor], Tensor],
-        threshold: float,
-        n_confident: int,
-        stop_when_stalled: bool = False,
-    ) -> None:
-        self.weak = weak
-        self.strong = strong
-        self.threshold = threshold
-        self.n_confident = n_confident
-        self.stop_when_stalled = stop_when_stalled
+    weak: Callable[[Tensor], Tensor]
+    strong: Callable[[Tensor], Tensor]
+    threshold: float
+    n_confident: int
+    stop_when_stalled: bool = False
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
         x = data[idx]
@@ -310,7 +301,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def _fit(self, fit: FitInput) -> None:
-        carried = neighbors_of(fit.raw)
+        carried = neighbors_of(fit.raw, len(fit.X))
         pretext = None if carried is not None else self.pretext
         weak, strong = self._views(fit.data)
         if pretext is None:  # X holds features: heads on them, standardised, not augmented
@@ -339,21 +330,13 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     def _neighbors(self, carried: np.ndarray | None, embeddings: Tensor) -> Tensor:
         """The mined neighbour table (``neighbors_``), with each sample itself prepended as a
         candidate when ``include_self``."""
-        n = len(embeddings)
         if carried is not None:
-            if carried.ndim != 2 or carried.shape[0] != n or carried.shape[1] < 1:
-                raise ValueError(
-                    f"the neighbours carried by X must be (n_samples, k) = ({n}, k); got shape "
-                    f"{carried.shape}"
-                )
-            if carried.min() < 0 or carried.max() >= n:
-                raise ValueError("the neighbours carried by X must index rows of X")
-            neighbors = torch.as_tensor(carried.astype(np.int64), device=self.device_)
+            neighbors = torch.as_tensor(carried, device=self.device_)
         else:
             neighbors = mine_neighbors(embeddings, self.n_neighbors)
         self.neighbors_ = to_numpy(neighbors)
         if self.include_self:
-            itself = torch.arange(n, device=neighbors.device).unsqueeze(1)
+            itself = torch.arange(len(neighbors), device=neighbors.device).unsqueeze(1)
             neighbors = torch.cat([itself, neighbors], dim=1)
         return neighbors
 

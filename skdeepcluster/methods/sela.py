@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -94,6 +95,7 @@ class _Augmented(nn.Module):
         return self.module(self.augment(x))
 
 
+@dataclass
 class SeLaObjective:
     """Step 1, eq. (1) per head on an augmented view against its current labels; step 2, the
     Sinkhorn self-labelling of eq. (7)/(8) of the whole data set at the scheduled epochs.
@@ -112,20 +114,15 @@ class SeLaObjective:
         Per head, the cluster marginal ``r`` (None for uniform).
     """
 
-    def __init__(
-        self,
-        augment: Callable[[Tensor], Tensor],
-        labels: Tensor,
-        update_epochs: Sequence[int],
-        sinkhorn_lambda: float,
-        marginals: list[Tensor | None],
-    ) -> None:
-        self.augment = augment
-        self.labels = labels
-        self.update_epochs = {int(e) for e in update_epochs}
-        self.sinkhorn_lambda = sinkhorn_lambda
-        self.marginals = marginals
-        self.head_losses = HeadLosses(labels.shape[0], labels.device)
+    augment: Callable[[Tensor], Tensor]
+    labels: Tensor
+    update_epochs: Sequence[int]
+    sinkhorn_lambda: float
+    marginals: list[Tensor | None]
+
+    def __post_init__(self) -> None:
+        self.update_epochs = {int(e) for e in self.update_epochs}
+        self.head_losses = HeadLosses(self.labels.shape[0], self.labels.device)
         self.epoch = -1
         self.sinkhorn_error = 0.0
 
@@ -453,8 +450,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
             self.max_epochs, len(fit.X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
         )
         self.label_update_epochs_ = label_update_epochs(
-            self.n_epochs_ if self.n_label_updates is None else self.n_label_updates,
-            self.n_epochs_,
+            self.n_epochs_ if self.n_label_updates is None else self.n_label_updates, self.n_epochs_
         )
         pretext = self.pretext
         if isinstance(pretext, str) and pretext == "auto":
@@ -477,12 +473,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
             self._marginals(sizes, marginal),
         )
         self.module_ = self._train(
-            "clustering",
-            module,
-            objective,
-            fit.data,
-            self.n_epochs_,
-            lr_schedule=self.lr_schedule,
+            "clustering", module, objective, fit.data, self.n_epochs_, lr_schedule=self.lr_schedule
         )
         self.head_losses_ = objective.head_losses.means()
         self.head_ = select_head(self.head_losses_, sizes, sizes[0])
