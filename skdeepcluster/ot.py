@@ -3,7 +3,8 @@ r"""Sinkhorn-Knopp solver for the SeLa self-labelling step.
 SeLa (Asano, Rupprecht & Vedaldi, "Self-labelling via simultaneous
 clustering and representation learning", ICLR 2020) turns the network's
 class probabilities into pseudo-labels that split the data evenly over the
-clusters. Eq. (7) of the paper writes the pseudo-label matrix as
+clusters. Eq. (8) of the paper writes the pseudo-label matrix, the minimiser of the
+entropy-regularised transport problem of eq. (7), as
 
 .. math::
 
@@ -344,15 +345,15 @@ def sinkhorn_knopp(
     return_labels: bool = False,
     check_every: int | None = None,
 ) -> SinkhornResult:
-    r"""Equipartitioned pseudo-labels by Sinkhorn-Knopp (SeLa, eq. 7).
+    r"""Equipartitioned pseudo-labels by Sinkhorn-Knopp (SeLa, eqs. 7-8).
 
     Solves for :math:`Q = \operatorname{diag}(\alpha) P^{\lambda}
     \operatorname{diag}(\beta)` (Asano, Rupprecht & Vedaldi, ICLR 2020,
-    eq. 7), here in samples x clusters layout,
+    eq. 8), here in samples x clusters layout,
     :math:`Q_{ik} = \alpha_i P_{ik}^{\lambda} \beta_k`, such that every
     sample carries mass :math:`1/N` and cluster :math:`k` receives mass
     :math:`r_k`. ``N`` need not be a multiple of ``K``.
-    This is the entropy-regularised optimal transport problem
+    This is the entropy-regularised optimal transport problem of eq. (7),
     :math:`\min_Q \langle Q, -\log P\rangle - \frac{1}{\lambda} H(Q)` over
     the transport polytope :math:`U(r, c)`.
 

@@ -249,14 +249,14 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Clusters of each head: one int for all ``n_heads`` heads, or one int per head (then the
         list gives the number of heads). Each ``>= 2`` and at most the number of samples.
     n_heads : int or None, default=None
-        Number of heads; None for ``len(n_clusters)`` when it is a list, else 3. With a list it
-        must be None or ``len(n_clusters)``.
+        Number of heads; None for ``len(n_clusters)`` when it is a list, else 3 (the paper: 10;
+        measured: ``docs/benchmarks.md``). With a list it must be None or ``len(n_clusters)``.
     sinkhorn_lambda : float, default=25.0
-        ``lambda > 0`` of eq. (7): large values give a sharper (closer to hard) plan, at the cost of
-        more Sinkhorn iterations. 25 as in the paper.
+        ``lambda > 0`` of eq. (7): large values give a sharper (closer to hard) plan, at the cost
+        of more Sinkhorn iterations. 25 as in the paper.
     n_label_updates : int or None, default=None
         ``M``: how many times the labels are recomputed (at most ``max_epochs``); None for one
-        update per epoch, which was the best of 12, 30 and 60 updates in 60 epochs on digits.
+        update per epoch (the paper: about 80 in 160 epochs; measured: ``docs/benchmarks.md``).
         With fewer updates than epochs the squared schedule decides when they happen.
     cluster_marginal : array-like of shape (K0,) or None, default=None
         The cluster marginal ``r`` of eq. (7) for the heads with ``K0`` clusters: the share of the
@@ -264,41 +264,33 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Use it when the cluster sizes are known or estimated not to be equal (imbalanced data);
         heads with another number of clusters always use a uniform marginal. Cluster ``j`` of the
         kept head gets about ``cluster_marginal[j] * n_samples`` samples in ``pseudo_labels_``.
-    pretext : "auto", "simclr", transformer or None, default="auto"
-        "simclr" for :class:`~skdeepcluster.SimCLR` with its own defaults and this estimator's
-        ``device``, ``random_state`` and ``verbose``; or an (unfitted) pretext transformer exposing
-        ``backbone_`` after fit (cloned, never modified): SeLa starts from its backbone. None
-        trains from scratch on X (the paper). "auto": "simclr" for images, None for vectors.
-        Measured with the defaults of an earlier version (60 epochs, random heads): on the digits
-        as 8x8 images ACC 0.97 from the SimCLR initialisation against 0.86 from scratch; on the
-        same digits as 64-D vectors 0.77 against 0.84 (SimCLR's noise-and-masking views teach
-        vectors less than crops teach images).
+    pretext : {"auto", "simclr", "rotnet"}, transformer or None, default="auto"
+        Where the backbone starts: a named pretext (:class:`~skdeepcluster.SimCLR`,
+        :class:`~skdeepcluster.RotNet`) or an (unfitted) pretext transformer exposing
+        ``backbone_`` after fit (cloned, never modified), either given this estimator's
+        ``device``, ``random_state`` and ``verbose`` unless set on it; None trains from scratch
+        (the paper). "auto": "simclr" for images, None for vectors (measured:
+        ``docs/benchmarks.md``).
     head_init : {"auto", "kmeans", "random"}, default="auto"
         How the heads start. "random": PyTorch's default initialisation (the paper). "kmeans":
-        each head is set to the nearest-centroid classifier of a k-means of the backbone's
-        features (:func:`kmeans_heads`), so the first Sinkhorn labels are a balanced version of
-        that partition instead of a random one. "auto": "kmeans" with a pretext, "random" from
-        scratch. Measured on MNIST-test from one cached 60-epoch SimCLR backbone, 60 epochs: ACC
-        0.70 with random heads, 0.88 with k-means heads (of the L2-normalised features in that
-        run); the first Sinkhorn labels were 0.38 and 0.59 accurate, the k-means partition
-        itself 0.61. From scratch the heads read random features, and k-means heads did worse
-        on the digits vectors (ACC 0.806 against 0.871 with random heads, 100 epochs), hence
-        "random" there.
+        each head is the nearest-centroid classifier of a k-means of the backbone's features
+        (:func:`skdeepcluster.heads.kmeans_heads`), so the first Sinkhorn labels are a balanced
+        k-means partition. "auto": "kmeans" with a pretext, "random" from scratch (measured:
+        ``docs/benchmarks.md``).
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch of raw inputs to ``(batch, features)`` when training from scratch
         (copied, never modified); None picks one from X's shape. Ignored with a ``pretext``.
-    max_epochs : int, default=100
-        Training epochs. Measured on MNIST-test from one cached SimCLR backbone with k-means
-        heads: ACC 0.88 after 60 epochs (k-means of the L2-normalised features; 0.88 again with
-        the backbone's learning rate lowered to 5e-4), 0.915 after 100 (the default heads; 256 s
-        on 2 CPU cores).
+    max_epochs : int or "auto", default="auto"
+        Training epochs; "auto": 100 (the paper: 400 on CIFAR; measured: ``docs/benchmarks.md``).
     batch_size : int, default=256
     lr : float, default=2e-3
-        AdamW learning rate (backbone and heads).
+        AdamW learning rate, backbone and heads (the paper: SGD 0.05 with step decay).
+    lr_schedule : {"constant", "cosine"}, default="constant"
+        "cosine" anneals the learning rate to 0 over training (the paper decays it in steps).
     weight_decay : float, default=5e-2
-        AdamW (decoupled) weight decay. Strong by default: it keeps the network from simply
-        memorising its current labels between updates (on digits 5e-2 gave ACC 0.80-0.83 against
-        0.73-0.79 with 1e-4).
+        AdamW (decoupled) weight decay; strong, so that the network does not simply memorise its
+        current labels between updates (the paper: 5e-4 with SGD; measured:
+        ``docs/benchmarks.md``).
     augment : callable or None, default=None
         ``view = augment(batch)`` on the device, for training and for the predictions the labels
         are computed from; None for the data kind's default weak view
@@ -306,9 +298,10 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     device : str or torch.device, default="cpu"
         "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, initial labels, batching and augmentation; CPU runs are repeatable.
+        Seeds the pretext, initialisation, initial labels, batching and augmentation; CPU runs
+        are repeatable.
     verbose : int, default=0
-        Print skorch's per-epoch log.
+        Print a line per stage and skorch's per-epoch log.
     callbacks : list or None, default=None
         skorch callbacks (learning-rate schedule, checkpoint...).
 
@@ -337,13 +330,19 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     history_ : skorch.History
         Per-epoch ``train_loss``; at the update epochs also ``label_change`` (fraction of labels
         changed, mean over the heads) and ``sinkhorn_error`` (largest L1 error of the cluster
-        sums of the Sinkhorn plans over the heads).
+        sums of the Sinkhorn plans over the heads); ``"stage"`` is "clustering".
+    histories_ : dict of skorch.History
+        ``"pretext"`` (when SeLa fitted one) and ``"clustering"``.
+    n_epochs_ : int
+        The number of epochs trained (``max_epochs`` resolved).
     net_ : skorch.NeuralNet
         The skorch net that trained the model.
     device_ : torch.device
+        The device the model lives on.
     input_shape_ : tuple
         Shape of one sample, ``(d,)`` or ``(c, h, w)``.
     n_features_in_ : int
+        Values per sample.
 
     Examples
     --------
