@@ -172,6 +172,8 @@ def test_each_similarity_runs(blobs, similarity):
     assert model.labels_.shape == (len(X),)
     assert np.isfinite(model.history_[-1, "train_loss"])
     assert (model.threshold_ is None) == (similarity == "knn")
+    # the criterion labelled some pairs similar and some not (a share strictly in (0, 1))
+    assert 0 < model.history_[-1, "similar"] < 1
 
 
 def _spy(monkeypatch, name):
@@ -244,7 +246,8 @@ def test_composite_target_is_weighted_adjacency_of_sources(monkeypatch, images, 
 def test_no_composition_uses_adjacency_itself(monkeypatch, blobs):
     adjacencies = _spy(monkeypatch, "pairwise_adjacency")
     losses = _spy(monkeypatch, "lsdc_pairwise_bce")
-    tiny_lsdc(composition=None, max_epochs=1).fit(blobs[0])
+    model = tiny_lsdc(composition=None, max_epochs=1).fit(blobs[0])
+    assert len(adjacencies) == len(losses) == model.history_[-1, "train_batch_count"] > 0
     for (_, _, a), ((_, _, target), _, _) in zip(adjacencies, losses):
         assert target is a
 
@@ -364,6 +367,7 @@ def test_spectral_label_features_are_unit_rows_of_n_clusters_dims(monkeypatch, i
         backbone=SmallCNN(1, widths=(8, 8, 8, 8)), max_epochs=1, batch_size=16, random_state=0
     )
     LSDC(n_clusters=4, pretext=pretext, max_epochs=1, batch_size=16, random_state=0).fit(images[0])
+    assert len(adjacencies) > 0
     for (features, *_), _, _ in adjacencies:
         assert features.shape[1] == 4
         torch.testing.assert_close(features.norm(dim=1), torch.ones(len(features)))
