@@ -223,18 +223,24 @@ def sne_joint_probabilities(
 
     .. math::
 
-        p_{j|i} = \frac{\exp(-\lVert f_i - f_j\rVert^2 / T)}
-                       {\sum_{k \ne i} \exp(-\lVert f_i - f_k\rVert^2 / T)},
+        p_{j|i} = \frac{\exp(-\lVert f_i - f_j\rVert^2 / T^2)}
+                       {\sum_{k \ne i} \exp(-\lVert f_i - f_k\rVert^2 / T^2)}
+                = \frac{\exp(-\lVert f_i - f_j\rVert^2 / T^2)}{Z_i},
         \qquad p_{i|i} = 0,
 
     .. math::
 
-        p_{ij} = \frac{p_{j|i} + p_{i|j}}{2B},
+        p_{ij} = \frac{p_{j|i} + p_{i|j}}{2}
+               = \frac{\exp(-\lVert f_i - f_j\rVert^2 / T^2)}{H(Z_i, Z_j)},
 
-    as in eqs. (1)-(2) of Rebuffi et al., "LSD-C: Linearly Separable Deep
-    Clusters" (2020) (the symmetric SNE normalisation of van der Maaten and
-    Hinton). Hence :math:`p_{ij} = p_{ji}`, :math:`p_{ii} = 0`,
-    :math:`\sum_{i,j} p_{ij} = 1` and :math:`0 \le p_{ij} \le 1/B`.
+    eqs. (1)-(2) of Rebuffi et al., "LSD-C: Linearly Separable Deep
+    Clusters" (2020), with :math:`H` the harmonic mean of the partition
+    functions. Hence :math:`p_{ij} = p_{ji}`, :math:`p_{ii} = 0`,
+    :math:`0 \le p_{ij} \le 1` and :math:`\sum_{i,j} p_{ij} = B` (each
+    conditional distribution sums to one), so the mean off-diagonal value is
+    :math:`1/(B-1)`. This is the symmetric SNE of van der Maaten and Hinton
+    without their division by the number of points, and with an equal
+    variance :math:`T^2/2` for every point.
 
     Parameters
     ----------
@@ -242,7 +248,7 @@ def sne_joint_probabilities(
         Batch of features with :math:`B \ge 2` (detached inside).
     temperature : float, default=1.0
         :math:`T > 0`. Scaling all features by :math:`c` is the same as
-        dividing :math:`T` by :math:`c^2`.
+        dividing :math:`T` by :math:`c`.
     normalize : bool, default=False
         L2-normalise the features first.
 
@@ -260,9 +266,10 @@ def sne_joint_probabilities(
     Notes
     -----
     The conditional probabilities are formed in log space
-    (:math:`\log p_{j|i} = -D_{ij}/T - \operatorname{logsumexp}_{k\ne i}(-D_{ik}/T)`),
-    so small temperatures or far-apart points do not underflow the
-    denominator.
+    (:math:`\log p_{j|i} = -D_{ij}/T^2 - \operatorname{logsumexp}_{k\ne i}(-D_{ik}/T^2)`),
+    after shifting each row by its nearest neighbour's :math:`D_{ik}/T^2`, so
+    small temperatures or far-apart points neither underflow the denominator
+    nor round it at the scale of :math:`D/T^2`.
     """
     f = _check_features(f, min_samples=2)
     t = check_real(temperature, "temperature")
@@ -272,12 +279,14 @@ def sne_joint_probabilities(
         d = (2.0 - 2.0 * _cosine_similarity_matrix(f)).clamp_min_(0.0)
     else:
         d = _squared_distance_matrix(f)
-    logits = -d / t
+    logits = -d / (t * t)
     logits.fill_diagonal_(-math.inf)  # k != i in the normaliser, p_{i|i} = 0
+    # Shift each row to its nearest neighbour first (exact, and cancels in p_{j|i}): the
+    # normaliser is then of order 1, not of order D/T^2, and is rounded at that scale.
+    logits -= logits.max(dim=1, keepdim=True).values
     log_cond = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     cond = log_cond.exp()  # cond[i, j] = p_{j|i}
-    b = f.shape[0]
-    return (cond + cond.T) / (2 * b)
+    return (cond + cond.T) / 2
 
 
 def sne_adjacency(
@@ -291,22 +300,25 @@ def sne_adjacency(
 
         A_{ij} = \mathbb{1}\left[p_{ij} > \tau\right],
 
-    with :math:`p_{ij} = (p_{j|i} + p_{i|j}) / (2B)` the symmetric SNE joint
-    probability of :func:`sne_joint_probabilities` (eqs. 1-2 of Rebuffi et
-    al., "LSD-C: Linearly Separable Deep Clusters", 2020), and
-    :math:`A_{ii} = 1` (a sample is always similar to itself, although
-    :math:`p_{ii} = 0`).
+    with :math:`p_{ij} = (p_{j|i} + p_{i|j}) / 2` the symmetric SNE
+    probability of :func:`sne_joint_probabilities` (eq. 2 of Rebuffi et al.,
+    "LSD-C: Linearly Separable Deep Clusters", 2020), and :math:`A_{ii} = 1`
+    (a sample is always similar to itself, although :math:`p_{ii} = 0`).
 
     Parameters
     ----------
     f : Tensor of shape (B, d)
         Batch of features with :math:`B \ge 2` (detached inside).
     threshold : float
-        :math:`\tau \ge 0`. Since :math:`p_{ij} \le 1/B`, a threshold
-        :math:`\ge 1/B` leaves only the diagonal; useful thresholds scale like
-        :math:`1/B^2` (the mean of :math:`p_{ij}`), so they depend on the batch
-        size. The comparison is strict: larger :math:`\tau` gives a subset of
-        the ones.
+        :math:`\tau \ge 0`, compared with a probability :math:`p_{ij} \in
+        [0, 1]`: :math:`\tau \ge 1` leaves only the diagonal, and
+        :math:`\tau = 0` labels similar every pair whose probability has not
+        underflowed to zero. A pair is similar when the mean of
+        :math:`p_{j|i}` (the share of :math:`i`'s neighbour distribution on
+        :math:`j`) and :math:`p_{i|j}` exceeds :math:`\tau`. Since the mean
+        off-diagonal :math:`p_{ij}` is :math:`1/(B-1)`, a useful threshold
+        depends on the batch size (the paper uses :math:`\tau = 0.01`). The
+        comparison is strict: larger :math:`\tau` gives a subset of the ones.
     temperature : float, default=1.0
         Shared bandwidth :math:`T > 0` of eq. (1).
     normalize : bool, default=False
@@ -517,9 +529,9 @@ def calibrate_similarity(
     Warns
     -----
     UserWarning
-        When no value gets within a factor 1.5 of ``fraction`` (e.g. SNE with a temperature far
-        below the squared distances: its probabilities underflow to zero beyond each sample's
-        nearest neighbour), naming the share reached.
+        When no value gets within a factor 1.5 of ``fraction`` (e.g. SNE with a squared
+        temperature :math:`T^2` far below the squared distances: its probabilities underflow to
+        zero beyond each sample's nearest neighbour), naming the share reached.
     """
     fraction = check_real(fraction, "fraction")
     if not 0.0 < fraction < 1.0:
@@ -535,7 +547,7 @@ def calibrate_similarity(
             f"calibrating {name!r}: no {key} labels {fraction:.3g} of the pairs "
             f"similar; {key}={value:.4g} gives {reached:.3g}"
             + (
-                " (raise the SNE temperature towards the squared distances)"
+                " (raise the SNE temperature: T² towards the squared distances)"
                 if name == "sne"
                 else ""
             ),

@@ -48,17 +48,37 @@ def ref_sqdist(f, normalize=False):
 
 
 def ref_sne(f, temperature):
+    """LSD-C eqs. (1)-(2) in float64: p_{j|i} from exp(-||f_i - f_j||^2 / T^2) over k != i, and
+    p_ij = (p_{j|i} + p_{i|j}) / 2. Each row is shifted by its nearest distance before exp (the
+    shift cancels in p_{j|i}), so small temperatures do not underflow the partition function."""
     d = ref_sqdist(f)
     b = d.shape[0]
-    cond = np.zeros_like(d)
+    cond = np.zeros((b, b))
     for i in range(b):
-        logits = np.array([-d[i, k] / temperature for k in range(b)])
         others = [k for k in range(b) if k != i]
-        m = logits[others].max()
-        z = sum(math.exp(logits[k] - m) for k in others)
+        nearest = min(d[i, k] for k in others)
+        weight = {k: math.exp(-(d[i, k] - nearest) / temperature**2) for k in others}
+        z = math.fsum(weight.values())
         for j in others:
-            cond[i, j] = math.exp(logits[j] - m) / z
-    return (cond + cond.T) / (2 * b)
+            cond[i, j] = weight[j] / z
+    return (cond + cond.T) / 2
+
+
+def ref_sne_harmonic(f, temperature):
+    """The right-hand form of eq. (2): exp(-||f_i - f_j||^2 / T^2) / H(Z_i, Z_j), with Z_i the
+    partition function of eq. (1) and H the harmonic mean (no underflow guard: moderate T only)."""
+    d = ref_sqdist(f)
+    b = d.shape[0]
+    z = [
+        math.fsum(math.exp(-d[i, k] / temperature**2) for k in range(b) if k != i) for i in range(b)
+    ]
+    p = np.zeros((b, b))
+    for i in range(b):
+        for j in range(b):
+            if i != j:
+                harmonic = 2 * z[i] * z[j] / (z[i] + z[j])
+                p[i, j] = math.exp(-d[i, j] / temperature**2) / harmonic
+    return p
 
 
 def assert_adjacency(a, f):
@@ -85,7 +105,7 @@ PARAMS = {
     "l2": st.fixed_dictionaries({"threshold": st.floats(0, 50), "normalize": st.booleans()}),
     "sne": st.fixed_dictionaries(
         {
-            "threshold": st.floats(0, 0.3),
+            "threshold": st.floats(0, 1),
             "temperature": st.floats(0.01, 20),
             "normalize": st.booleans(),
         }
@@ -132,24 +152,55 @@ def test_l2_matches_reference(f, tau, normalize):
 @given(f=features(min_b=2), temperature=st.floats(0.05, 20))
 def test_sne_probabilities_match_reference(f, temperature):
     p = sne_joint_probabilities(f, temperature)
-    ref = ref_sne(f, temperature)
-    np.testing.assert_allclose(p.double().numpy(), ref, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(p.double().numpy(), ref_sne(f, temperature), rtol=1e-4, atol=1e-7)
+
+
+@SETTINGS
+@given(f=features(min_b=2), temperature=st.floats(3, 20))
+def test_sne_probabilities_are_eq_2_harmonic_mean_form(f, temperature):
+    """Squared distances of these features are at most 144, so exp(-d / T^2) >= exp(-16)."""
+    p = sne_joint_probabilities(f.double(), temperature)
+    np.testing.assert_allclose(p.numpy(), ref_sne_harmonic(f, temperature), rtol=1e-9, atol=1e-15)
+
+
+@SETTINGS
+@given(f=features(min_b=2), temperature=st.floats(0.01, 20), normalize=st.booleans())
+def test_sne_probability_bounds(f, temperature, normalize):
+    """p_ij = p_ji, p_ii = 0, 0 <= p_ij <= 1 and, each p_{.|i} summing to 1, sum_ij p_ij = B."""
+    p = sne_joint_probabilities(f, temperature, normalize=normalize)
     b = f.shape[0]
+    assert p.dtype == torch.promote_types(f.dtype, torch.float32)
     assert torch.equal(p, p.T)
     assert torch.all(p.diagonal() == 0)
-    assert abs(p.sum().item() - 1) < 1e-5
-    assert torch.all(p <= 1 / b + 1e-6)
+    assert torch.all((p >= 0) & (p <= 1 + 1e-6))
+    assert p.sum().item() == pytest.approx(b, rel=1e-5)
+
+
+@SETTINGS
+@given(f=features(min_b=2), temperature=st.floats(0.1, 20), scale=st.floats(0.05, 20))
+def test_sne_scaling_features_is_scaling_the_temperature(f, temperature, scale):
+    """exp(-||c f_i - c f_j||^2 / (c T)^2) = exp(-||f_i - f_j||^2 / T^2): T is a length."""
+    f = f.double()
+    scaled = sne_joint_probabilities(scale * f, scale * temperature)
+    np.testing.assert_allclose(
+        scaled.numpy(), sne_joint_probabilities(f, temperature).numpy(), rtol=1e-7, atol=1e-12
+    )
 
 
 def test_sne_is_numerically_stable_for_small_temperature():
     f = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 30.0], [11.0, 0.0]])
-    p = sne_joint_probabilities(f, temperature=1e-4)
+    p = sne_joint_probabilities(f, temperature=1e-3)  # T^2 = 1e-6 against distances >= 1
     assert torch.isfinite(p).all()
-    assert abs(p.sum().item() - 1) < 1e-5
-    # each far-away point puts all its conditional mass on its nearest neighbour
-    b = 4
-    assert p[1, 3].item() == pytest.approx(2 / (2 * b))
-    a = sne_adjacency(f, threshold=1e-3, temperature=1e-4)
+    assert p.sum().item() == pytest.approx(4, abs=1e-5)
+    # each point puts all its conditional mass on its nearest neighbour: 1 and 3 are mutual
+    # nearest neighbours (p = 1), 0 and 2 each point one way (p = 1/2), the rest get 0
+    assert p[1, 3].item() == pytest.approx(1.0)
+    assert p[0, 1].item() == pytest.approx(0.5) and p[0, 2].item() == pytest.approx(0.5)
+    assert p[2, 3].item() == 0 and p[1, 2].item() == 0 and p[0, 3].item() == 0
+    for tau, similar in [(0.0, 3), (0.4, 3), (0.5, 1), (0.99, 1), (1.0, 0)]:
+        a = sne_adjacency(f, threshold=tau, temperature=1e-3)
+        assert (a.sum().item() - 4) / 2 == similar  # pairs labelled similar off the diagonal
+    a = sne_adjacency(f, threshold=0.4, temperature=1e-3)
     assert a[1, 3] == 1 and a[0, 1] == 1 and a[0, 2] == 1  # mutual or one-way nearest
     assert a[2, 3] == 0 and a[1, 2] == 0 and a[0, 3] == 0
 
@@ -188,9 +239,7 @@ def test_l2_larger_threshold_gives_superset(f, t1, t2, normalize):
 
 
 @SETTINGS
-@given(
-    f=features(min_b=2), t1=st.floats(0, 0.3), t2=st.floats(0, 0.3), temperature=st.floats(0.01, 20)
-)
+@given(f=features(min_b=2), t1=st.floats(0, 1), t2=st.floats(0, 1), temperature=st.floats(0.01, 20))
 def test_sne_larger_threshold_gives_subset(f, t1, t2, temperature):
     lo, hi = sorted((t1, t2))
     assert torch.all(sne_adjacency(f, hi, temperature) <= sne_adjacency(f, lo, temperature))
