@@ -7,14 +7,13 @@ property-tested and reused on its own.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._validation import check_float_matrix
+from ._validation import check_float_matrix, check_number, check_real
 
 # SimCLR
 
@@ -38,15 +37,21 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
     Returns
     -------
     Tensor
-        Scalar loss, bounded below by ``-log(...)`` of the best case and equal to ``log(2N - 1)``
-        when all projections are identical.
+        Scalar loss in float32. It equals ``log(2N - 1)`` when all projections are identical, and
+        ``log(1 + (2N - 2) exp(-1 / t))`` when the two views of each pair coincide and the N pairs
+        are mutually orthogonal.
+
+    Raises
+    ------
+    ValueError
+        If ``z_a`` and ``z_b`` are not 2-D of one shape, or ``temperature`` is not a finite number
+        ``> 0``.
     """
     if z_a.shape != z_b.shape or z_a.ndim != 2:
         raise ValueError(
             f"z_a and z_b must both be (N, D); got {tuple(z_a.shape)} and {tuple(z_b.shape)}"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = check_number(temperature, "temperature", 0.0, low_open=True, high_open=True)
     n = z_a.shape[0]
     z = F.normalize(torch.cat([z_a, z_b]).float(), dim=1)
     logits = z @ z.T / temperature
@@ -172,6 +177,15 @@ def lsdc_pairwise_bce(
 
     the mean over all :math:`N \times M` pairs (:math:`N^2` in the paper,
     where both sides are the same batch or its augmented/composite version).
+    It is computed as
+
+    .. math::
+
+        -\frac{1}{N M} \sum_{i,j} \Big[ A_{ij} \log (\hat s_{ij} + \epsilon)
+            + (1 - A_{ij}) \log (1 - \hat s_{ij} + \epsilon) \Big],
+
+    with :math:`\hat s_{ij}` the value of :math:`s_{ij}` clipped to
+    :math:`[0, 1]` (see ``eps``).
 
     Parameters
     ----------
@@ -184,13 +198,23 @@ def lsdc_pairwise_bce(
         Target :math:`A_{ij}`. Either hard 0/1 pairwise labels (see
         :mod:`skdeepcluster.pairwise_labels`) or soft targets in :math:`[0, 1]`
         (see :func:`skdeepcluster.mixing.composite_targets`). With soft
-        targets the minimum of the loss is the mean binary entropy of the
-        targets, not zero. The target gets no gradient.
+        targets the minimum of the loss is (up to terms of order
+        :math:`\epsilon`) the mean binary entropy of the targets, not zero.
+        The target gets no gradient.
     eps : float, default=1e-7
-        :math:`s_{ij}` is clamped to :math:`[\epsilon, 1 - \epsilon]` before
-        the logarithms, so the loss and its gradients stay finite when
-        :math:`p_i^\top p'_j` is exactly 0 or 1. Must lie in
-        :math:`(0, 0.5)`.
+        :math:`\epsilon`, added inside both logarithms so that they stay
+        finite when :math:`s_{ij}` is exactly 0 or 1, while the gradient
+        stays non-zero there: a confidently wrong pair (:math:`s_{ij} \approx 0`
+        with :math:`A_{ij} = 1`, or :math:`s_{ij} \approx 1` with
+        :math:`A_{ij} = 0`) is pushed towards its target with
+        :math:`\partial \mathcal{L} / \partial s_{ij}` of order
+        :math:`1 / (N M \epsilon)`. The clip of :math:`s_{ij}` to
+        :math:`[0, 1]` only guards against rounding (a product of two
+        probability vectors can come out a few ulps above 1); its gradient is
+        passed straight through. Must lie in :math:`(0, 0.5)`. With hard
+        targets the smallest value of the loss is
+        :math:`-\log(1 + \epsilon) \approx -\epsilon`, reached by one-hot
+        predictions consistent with :math:`A`.
 
     Returns
     -------
@@ -201,7 +225,7 @@ def lsdc_pairwise_bce(
     ------
     ValueError
         If the shapes disagree, a tensor is not floating point, ``eps`` is
-        outside :math:`(0, 0.5)`, or ``adjacency`` has values outside
+        not a number in :math:`(0, 0.5)`, or ``adjacency`` has values outside
         :math:`[0, 1]`.
 
     Notes
@@ -225,15 +249,15 @@ def lsdc_pairwise_bce(
             f"adjacency must have shape (N, M) = {expected} (rows match probs_a, columns "
             f"probs_b); got {tuple(adjacency.shape)}."
         )
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0.0 < float(eps) < 0.5:
-        raise ValueError(f"eps must be a real number in (0, 0.5); got {eps!r}.")
+    eps = check_number(eps, "eps", 0.0, 0.5, low_open=True, high_open=True)
     dtype = torch.promote_types(torch.promote_types(probs_a.dtype, probs_b.dtype), torch.float32)
     target = adjacency.detach().to(dtype)
     if bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):
         raise ValueError("adjacency values must lie in [0, 1] (hard 0/1 labels or soft targets).")
     s = probs_a.to(dtype) @ probs_b.to(dtype).T
-    s = s.clamp(float(eps), 1.0 - float(eps))
-    loss = -(target * torch.log(s) + (1.0 - target) * torch.log1p(-s))
+    s = s + (s.clamp(0.0, 1.0) - s).detach()  # value clipped to [0, 1], gradient of s itself
+    # (1 - s) is exact for s near 1, where the second log matters, so no log1p here
+    loss = -(target * torch.log(s + eps) + (1.0 - target) * torch.log((1.0 - s) + eps))
     return loss.mean()
 
 
@@ -323,20 +347,9 @@ def rampup_weight(step: float, rampup_steps: float, max_weight: float) -> float:
         If an argument is not a finite real number, or ``rampup_steps`` or
         ``max_weight`` is negative.
     """
-    values = {}
-    for name, value in (("step", step), ("rampup_steps", rampup_steps), ("max_weight", max_weight)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not math.isfinite(float(value))
-        ):
-            raise ValueError(f"{name} must be a finite real number; got {value!r}.")
-        values[name] = float(value)
-    t, big_t, lam = values["step"], values["rampup_steps"], values["max_weight"]
-    if big_t < 0:
-        raise ValueError(f"rampup_steps must be >= 0; got {big_t}.")
-    if lam < 0:
-        raise ValueError(f"max_weight must be >= 0; got {lam}.")
+    t = check_real(step, "step")
+    big_t = check_number(rampup_steps, "rampup_steps", 0.0, high_open=True)
+    lam = check_number(max_weight, "max_weight", 0.0, high_open=True)
     t = max(t, 0.0)
     if big_t == 0 or t >= big_t:
         return lam

@@ -193,8 +193,9 @@ def test_nt_xent_identical_projections_give_log_2n_minus_1(n, row, t):
 def test_nt_xent_rejects_bad_input():
     with pytest.raises(ValueError, match="must both be"):
         nt_xent(torch.zeros(3, 2), torch.zeros(2, 2))
-    with pytest.raises(ValueError, match="temperature"):
-        nt_xent(torch.ones(3, 2), torch.ones(3, 2), temperature=0.0)
+    for bad in (0.0, -1.0, float("nan"), float("inf"), "0.5", True, None):
+        with pytest.raises(ValueError, match=r"temperature must be a number in \(0.0, inf\)"):
+            nt_xent(torch.ones(3, 2), torch.ones(3, 2), temperature=bad)
 
 
 # ----------------------------------------------------------------------------- self-labelling

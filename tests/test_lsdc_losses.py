@@ -31,12 +31,13 @@ def probs(draw, n, k):
 
 
 def ref_bce(pa, pb, a, eps=1e-7):
+    """Eq. (5) pair by pair in float64, with eps inside the logs: log(s + eps), log(1 - s + eps)."""
     total = 0.0
     for i in range(pa.shape[0]):
         for j in range(pb.shape[0]):
-            s = min(max(float(pa[i] @ pb[j]), eps), 1 - eps)
+            s = min(max(float(pa[i].double() @ pb[j].double()), 0.0), 1.0)
             t = float(a[i, j])
-            total -= t * math.log(s) + (1 - t) * math.log(1 - s)
+            total -= t * math.log(s + eps) + (1 - t) * math.log(1 - s + eps)
     return total / (pa.shape[0] * pb.shape[0])
 
 
@@ -76,7 +77,7 @@ def test_bce_is_minimal_for_one_hot_consistent_with_partition(lab, data):
     a = (y[:, None] == y[None, :]).double()
     eps = 1e-7
     best = lsdc_pairwise_bce(onehot, onehot, a, eps=eps)
-    assert best.item() == pytest.approx(-math.log1p(-eps), rel=1e-6)  # ~ eps, the clamp floor
+    assert best.item() == pytest.approx(-math.log1p(eps), rel=1e-6)  # ~ -eps, eps in the logs
     # any perturbation of the predictions increases the loss: move mass delta
     # of one sample from its cluster to another one
     i = data.draw(st.integers(0, y.shape[0] - 1))
@@ -101,18 +102,60 @@ def test_bce_invariant_to_permuting_clusters(data):
     assert loss_perm.item() == pytest.approx(loss.item(), rel=1e-12)
 
 
-@pytest.mark.parametrize("target", [0.0, 1.0, 0.5])
-def test_bce_finite_with_finite_gradients_at_extremes(target):
-    # rows 0 and 1 are orthogonal (s = 0), row 0 with itself gives s = 1
-    logits = torch.tensor([[30.0, -30.0, -30.0], [-30.0, 30.0, -30.0]], requires_grad=True)
-    pa = torch.softmax(logits * 100, dim=1)
-    exact = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
-    a = torch.full((2, 2), target)
-    for p in (pa, exact):
-        loss = lsdc_pairwise_bce(p, p, a)
-        assert torch.isfinite(loss)
-        (grad,) = torch.autograd.grad(loss, logits if p is pa else exact)
+def _same_cluster(logits_a, logits_b):
+    return (torch.softmax(logits_a, dim=1) @ torch.softmax(logits_b, dim=1).T)[0, 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("target", [1.0, 0.0])
+def test_bce_pushes_confidently_wrong_pairs_towards_target(target, dtype):
+    """A similar pair confidently split (s ~ 4e-9) or a dissimilar pair confidently merged
+    (s ~ 1 - 4e-9) is the most wrong a pair can be: its gradient must be finite, non-zero, and a
+    descent step must move s towards the target (a clamp of s to [eps, 1 - eps] gives zero)."""
+    logits_a = torch.tensor([[20.0, 0.0, 0.0]], dtype=dtype, requires_grad=True)
+    other = [0.0, 20.0, 0.0] if target == 1.0 else [20.0, 0.0, 0.0]
+    logits_b = torch.tensor([other], dtype=dtype, requires_grad=True)
+    s_before = _same_cluster(logits_a.double(), logits_b.double()).item()
+    assert abs(s_before - (1.0 - target)) < 1e-8  # confidently wrong, beyond the eps of the loss
+    probs_a, probs_b = torch.softmax(logits_a, dim=1), torch.softmax(logits_b, dim=1)
+    loss = lsdc_pairwise_bce(probs_a, probs_b, torch.full((1, 1), target))
+    assert loss.item() > 15.0  # about -log(4e-9 + 1e-7)
+    grads = torch.autograd.grad(loss, (logits_a, logits_b))
+    for grad in grads:
         assert torch.isfinite(grad).all()
+        assert grad.abs().max().item() > 1e-3
+    with torch.no_grad():
+        stepped = [(x - g).double() for x, g in zip((logits_a, logits_b), grads)]
+        s_after = _same_cluster(*stepped).item()
+    direction = 1.0 if target == 1.0 else -1.0
+    assert direction * (s_after - s_before) > 0.01 * min(s_before, 1.0 - s_before)
+
+
+@pytest.mark.parametrize("target", [1.0, 0.0])
+def test_bce_gradient_at_exact_one_hots(target):
+    """s exactly 0 (target 1) or exactly 1 (target 0): finite loss, finite non-zero gradient on
+    the probabilities, of the sign that moves s towards the target."""
+    probs_a = torch.tensor([[1.0, 0.0, 0.0]], requires_grad=True)
+    probs_b = torch.tensor([[0.0, 1.0, 0.0] if target == 1.0 else [1.0, 0.0, 0.0]])
+    loss = lsdc_pairwise_bce(probs_a, probs_b, torch.full((1, 1), target))
+    assert torch.isfinite(loss)
+    (grad,) = torch.autograd.grad(loss, probs_a)
+    assert torch.isfinite(grad).all()
+    shared = int(probs_b.argmax())  # ds / dp_a = p_b: only this entry of the gradient matters
+    if target == 1.0:
+        assert grad[0, shared] < -1e6  # descent raises p_a in p_b's cluster: s grows
+    else:
+        assert grad[0, shared] > 1e6  # descent lowers it: s falls
+    assert torch.count_nonzero(grad).item() == 1
+
+
+def test_bce_clip_keeps_rounding_above_one_finite():
+    """Rows whose product rounds above 1 (here 1 + 2e-6): the loss and gradient stay finite."""
+    p = torch.tensor([[1.0 + 1e-6, 0.0]], requires_grad=True)
+    loss = lsdc_pairwise_bce(p, p.detach(), torch.zeros(1, 1))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(-math.log(1e-7), rel=1e-3)
+    (grad,) = torch.autograd.grad(loss, p)
+    assert torch.isfinite(grad).all() and grad[0, 0] > 0
 
 
 def test_bce_gradient_pushes_towards_target():
@@ -134,14 +177,22 @@ def test_bce_soft_target_minimum_is_target_entropy(data):
     pb = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     loss = lsdc_pairwise_bce(pa, pb, t[:, None])
     entropy = -(t * t.log() + (1 - t) * (1 - t).log()).mean()
-    assert loss.item() == pytest.approx(entropy.item(), rel=1e-9)
+    # eps inside the logs moves the value by at most eps / min(t, 1 - t) = 1e-5
+    assert loss.item() == pytest.approx(entropy.item(), abs=2e-5)
+    assert loss.item() == pytest.approx(ref_bce(pa, pb, t[:, None]), rel=1e-9)
 
 
-def test_bce_float32_and_rectangular():
-    pa = torch.softmax(torch.randn(3, 4), dim=1)
-    pb = torch.softmax(torch.randn(5, 4), dim=1)
-    loss = lsdc_pairwise_bce(pa, pb, torch.ones(3, 5, dtype=torch.bool))
-    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+@pytest.mark.parametrize("seed", range(5))
+def test_bce_float32_and_rectangular(seed):
+    gen = torch.Generator().manual_seed(seed)
+    pa = torch.softmax(3 * torch.randn(3, 4, generator=gen), dim=1)
+    pb = torch.softmax(3 * torch.randn(5, 4, generator=gen), dim=1)
+    a = torch.rand(3, 5, generator=gen) > 0.5
+    loss = lsdc_pairwise_bce(pa, pb, a)
+    assert loss.dtype == torch.float32 and loss.shape == ()
+    assert loss.item() == pytest.approx(ref_bce(pa, pb, a), rel=1e-5)
+    # the (N, M) orientation: rows follow probs_a, columns probs_b
+    assert lsdc_pairwise_bce(pb, pa, a.T).item() == pytest.approx(loss.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +204,13 @@ def test_bce_float32_and_rectangular():
         ((torch.rand(3, 2), torch.rand(3, 2), torch.full((3, 3), 2.0)), {}, r"\[0, 1\]"),
         ((torch.rand(3, 2), torch.rand(3, 2), torch.full((3, 3), float("nan"))), {}, r"\[0, 1\]"),
         ((torch.rand(3, 2), torch.rand(3, 2), torch.ones(3, 3)), {"eps": 0.0}, "eps"),
-        ((torch.rand(3, 2), torch.rand(3, 2), torch.ones(3, 3)), {"eps": 0.7}, "eps"),
+        (
+            (torch.rand(3, 2), torch.rand(3, 2), torch.ones(3, 3)),
+            {"eps": 0.7},
+            r"eps .*\(0.0, 0.5\)",
+        ),
+        ((torch.rand(3, 2), torch.rand(3, 2), torch.ones(3, 3)), {"eps": True}, "eps"),
+        ((torch.rand(3, 2), torch.rand(3, 2), torch.ones(3, 3)), {"eps": "1e-7"}, "eps"),
         ((torch.ones(3, 2, dtype=torch.long), torch.rand(3, 2), torch.ones(3, 3)), {}, "floating"),
         ((torch.rand(3, 2), torch.rand(3, 2), [[1.0]]), {}, "torch.Tensor"),
     ],
@@ -232,11 +289,13 @@ def test_rampup_zero_length_means_constant():
 @pytest.mark.parametrize(
     "args, match",
     [
-        ((0, -1, 1.0), "rampup_steps must be >= 0"),
-        ((0, 10, -1.0), "max_weight must be >= 0"),
-        ((float("nan"), 10, 1.0), "step must be a finite"),
-        ((0, float("inf"), 1.0), "rampup_steps must be a finite"),
-        ((0, 10, "1"), "max_weight must be a finite"),
+        ((0, -1, 1.0), r"rampup_steps must be a number in \[0.0, inf\), got -1"),
+        ((0, 10, -1.0), r"max_weight must be a number in \[0.0, inf\), got -1.0"),
+        ((float("nan"), 10, 1.0), "step must be finite; got nan"),
+        ((0, float("inf"), 1.0), r"rampup_steps must be a number in \[0.0, inf\), got inf"),
+        ((0, 10, "1"), r"max_weight must be a number in \[0.0, inf\), got '1'"),
+        (("0", 10, 1.0), "step must be a real number; got '0'"),
+        ((True, 10, 1.0), "step must be a real number; got True"),
     ],
 )
 def test_rampup_bad_input(args, match):
