@@ -60,6 +60,59 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
     return F.cross_entropy(logits, positives)
 
 
+# Shared terms
+# ------------
+# Pieces that several methods' objectives are built from.
+
+
+def marginal_entropy(probs: Tensor) -> Tensor:
+    r"""Entropy of the batch-mean cluster assignment, in nats.
+
+    With :math:`p_i` the cluster distribution of sample :math:`i` of a batch of :math:`N`,
+
+    .. math::
+
+        \bar p = \frac{1}{N} \sum_{i=1}^{N} p_i, \qquad
+        H(\bar p) = -\sum_{k=1}^{K} \bar p_k \log \bar p_k,
+
+    the entropy term of SCAN's eq. (2) (Van Gansbeke et al., ECCV 2020, where
+    :math:`\bar p` is written :math:`\Phi'`) and of C2BIN's eq. (5) (which
+    prints the summed mass :math:`s_k = \sum_i p_{ik}`; normalised here to the
+    mean so that :math:`H` is an entropy, a reconstruction). It is largest,
+    :math:`\log K`, when the batch uses every cluster equally and zero when
+    every sample sits in the same single cluster, so a bonus on it spreads the
+    samples over the clusters.
+
+    Parameters
+    ----------
+    probs : Tensor of shape (N, K)
+        Soft assignments, one probability vector per row (e.g. a softmax over
+        the cluster axis). The values are not checked.
+
+    Returns
+    -------
+    Tensor
+        Scalar (0-d) in the dtype of ``probs`` promoted to at least float32,
+        in :math:`[0, \log K]` for rows on the probability simplex.
+
+    Raises
+    ------
+    ValueError
+        If ``probs`` is not a 2-D floating tensor with at least one row and
+        one column.
+
+    Notes
+    -----
+    :math:`\bar p_k` is floored at :math:`10^{-12}` inside the logarithm
+    only, so an empty cluster contributes :math:`0` (the limit of
+    :math:`x \log x`) with a finite gradient. The value is invariant to
+    permuting the rows (samples) and to permuting the columns (clusters).
+    """
+    check_float_matrix(probs, "probs", "(N, K)", "one probability vector over K clusters per row")
+    mean_p = probs.to(torch.promote_types(probs.dtype, torch.float32)).mean(0)
+    return -(mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
+
+
 # SCAN
 
 
@@ -84,7 +137,8 @@ def scan_loss(
 
     The first term makes neighbours agree (computed in the log domain, so it stays finite when
     the two distributions barely overlap); the second is the negative entropy of the mean
-    assignment, which spreads samples over the clusters. ``total = consistency - weight * entropy``.
+    assignment (:func:`marginal_entropy`), which spreads samples over the clusters.
+    ``total = consistency - weight * entropy``.
 
     Parameters
     ----------
@@ -106,8 +160,7 @@ def scan_loss(
     log_p_anchor = F.log_softmax(anchor_logits.float(), dim=1)
     log_p_neighbor = F.log_softmax(neighbor_logits.float(), dim=1)
     consistency = -torch.logsumexp(log_p_anchor + log_p_neighbor, dim=1).mean()
-    mean_p = log_p_anchor.exp().mean(0)
-    entropy = -(mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
+    entropy = marginal_entropy(log_p_anchor.exp())
     return SCANLoss(consistency - entropy_weight * entropy, consistency, entropy)
 
 

@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from skdeepcluster.losses import nt_xent, scan_loss, self_label_loss
+from skdeepcluster.losses import marginal_entropy, nt_xent, scan_loss, self_label_loss
 
 FLOATS = st.floats(-8.0, 8.0, allow_nan=False, width=32)
 
@@ -67,14 +67,28 @@ def test_scan_loss_invariant_to_batch_permutation(pair, rnd):
         assert_close(x, y)
 
 
-@given(logit_pairs())
-def test_scan_loss_term_ranges(pair):
-    anchor, neighbor, weight = pair
-    total, consistency, entropy = scan_loss(anchor, neighbor, weight)
-    k = anchor.shape[1]
-    assert consistency.item() >= -1e-6
-    assert -1e-6 <= entropy.item() <= math.log(k) + 1e-5
-    assert_close(total, consistency - weight * entropy)
+@given(logit_pairs(), st.data())
+def test_scan_consistency_is_log_k_against_uniform_neighbours(pair, data):
+    """A neighbour with equal logits (p = 1/K) agrees with any anchor with probability
+    <p_anchor, 1/K> = 1/K, so the consistency term is exactly log K whatever the anchors."""
+    anchor, _, weight = pair
+    n, k = anchor.shape
+    level = torch.tensor(data.draw(st.lists(FLOATS, min_size=n, max_size=n)))
+    neighbor = level[:, None].expand(n, k).contiguous()
+    result = scan_loss(anchor, neighbor, weight)
+    assert_close(result.consistency, math.log(k))
+    expected_entropy = scan_reference(anchor, neighbor, weight)[2]
+    assert_close(result.total, math.log(k) - weight * expected_entropy)
+
+
+@given(st.integers(1, 10), st.integers(2, 6), st.floats(0.0, 10.0))
+def test_scan_loss_of_uniform_predictions(n, k, weight):
+    """All logits equal: consistency log K, entropy log K, total (1 - lambda) log K."""
+    logits = torch.zeros(n, k)
+    result = scan_loss(logits, logits, weight)
+    assert_close(result.consistency, math.log(k))
+    assert_close(result.entropy, math.log(k))
+    assert_close(result.total, (1 - weight) * math.log(k))
 
 
 @given(logit_pairs())
@@ -84,6 +98,15 @@ def test_scan_loss_matches_float64_reference(pair):
         scan_loss(anchor, neighbor, weight), scan_reference(anchor, neighbor, weight)
     ):
         assert_close(actual, expected)
+
+
+@given(logit_pairs())
+def test_scan_entropy_is_marginal_entropy_of_the_anchors(pair):
+    """scan_loss's entropy term is marginal_entropy of the anchors' softmax, bit for bit."""
+    anchor, neighbor, weight = pair
+    entropy = scan_loss(anchor, neighbor, weight).entropy
+    assert torch.equal(entropy, marginal_entropy(torch.log_softmax(anchor.float(), dim=1).exp()))
+    assert_close(entropy, scan_reference(anchor, neighbor, weight)[2])
 
 
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=10), st.integers(5, 8))
@@ -243,3 +266,78 @@ def test_self_label_loss_shape_mismatch():
         self_label_loss(torch.zeros(4, 3), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="must both be"):
         self_label_loss(torch.zeros(4, 3), torch.zeros(5, 3))
+
+
+# ----------------------------------------------------------------------------- marginal entropy
+
+
+@st.composite
+def assignment_batches(draw, max_n=12, max_k=6):
+    """Soft assignments (N, K), from nearly uniform to nearly one-hot rows."""
+    n = draw(st.integers(1, max_n))
+    k = draw(st.integers(1, max_k))
+    logits = torch.from_numpy(draw(arrays(np.float32, (n, k), elements=FLOATS)))
+    sharpness = draw(st.sampled_from([0.1, 1.0, 10.0]))
+    return torch.softmax(sharpness * logits, dim=1)
+
+
+def marginal_entropy_reference(probs):
+    """-sum_k pbar_k log pbar_k of the float64 column means, with 0 log 0 = 0."""
+    pbar = probs.double().mean(0).tolist()
+    return -math.fsum(p * math.log(p) for p in pbar if p > 0)
+
+
+@given(assignment_batches())
+def test_marginal_entropy_matches_float64_reference(probs):
+    entropy = marginal_entropy(probs)
+    assert entropy.shape == () and entropy.dtype == torch.float32
+    assert_close(entropy, marginal_entropy_reference(probs))
+
+
+@given(st.integers(1, 6), st.integers(1, 4), st.randoms(use_true_random=False))
+def test_marginal_entropy_is_log_k_for_a_balanced_batch(k, per_cluster, rnd):
+    rows = list(range(k)) * per_cluster
+    rnd.shuffle(rows)
+    one_hot = F.one_hot(torch.tensor(rows), k).float()  # every cluster used equally often
+    assert_close(marginal_entropy(one_hot), math.log(k))
+    uniform = torch.full((len(rows), k), 1.0 / k)  # every row spread evenly
+    assert_close(marginal_entropy(uniform), math.log(k))
+
+
+@given(st.integers(1, 12), st.integers(1, 6), st.data())
+def test_marginal_entropy_is_zero_for_a_collapsed_batch(n, k, data):
+    cluster = data.draw(st.integers(0, k - 1))
+    collapsed = F.one_hot(torch.full((n,), cluster), k).float()
+    assert marginal_entropy(collapsed).item() == pytest.approx(0.0, abs=1e-7)
+
+
+@given(assignment_batches(), st.data())
+def test_marginal_entropy_invariant_to_permuting_rows_and_columns(probs, data):
+    n, k = probs.shape
+    rows = data.draw(st.permutations(range(n)))
+    columns = data.draw(st.permutations(range(k)))
+    entropy = marginal_entropy(probs)
+    assert_close(marginal_entropy(probs[rows]), entropy, rtol=1e-6, atol=1e-6)
+    assert_close(marginal_entropy(probs[:, columns]), entropy, rtol=1e-6, atol=1e-6)
+
+
+@given(assignment_batches())
+def test_marginal_entropy_bounds(probs):
+    k = probs.shape[1]
+    entropy = marginal_entropy(probs).item()
+    assert -1e-6 <= entropy <= math.log(k) + 1e-6
+
+
+def test_marginal_entropy_dtypes_gradient_and_bad_input():
+    probs = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0]], requires_grad=True)  # empty column
+    entropy = marginal_entropy(probs)
+    (grad,) = torch.autograd.grad(entropy, probs)
+    assert torch.isfinite(grad).all()
+    assert marginal_entropy(probs.detach().double()).dtype == torch.float64
+    assert marginal_entropy(probs.detach().bfloat16()).dtype == torch.float32
+    with pytest.raises(ValueError, match="probs must be a 2-D"):
+        marginal_entropy(torch.ones(3))
+    with pytest.raises(ValueError, match="floating"):
+        marginal_entropy(torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least 1 row"):
+        marginal_entropy(torch.ones(0, 3))
