@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._validation import check_float_matrix, check_number, check_real
+from ._validation import check_float_matrix, check_number, check_real, check_same_shape
 
 # SimCLR
 
@@ -64,6 +64,8 @@ def nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.5) -> Tensor:
 # ------------
 # Pieces that several methods' objectives are built from.
 
+_INFO_NCE_SIMILARITIES = ("cosine", "dot")
+
 
 def marginal_entropy(probs: Tensor) -> Tensor:
     r"""Entropy of the batch-mean cluster assignment, in nats.
@@ -111,6 +113,82 @@ def marginal_entropy(probs: Tensor) -> Tensor:
     check_float_matrix(probs, "probs", "(N, K)", "one probability vector over K clusters per row")
     mean_p = probs.to(torch.promote_types(probs.dtype, torch.float32)).mean(0)
     return -(mean_p * torch.log(mean_p.clamp_min(1e-12))).sum()
+
+
+def info_nce(
+    anchors: Tensor, candidates: Tensor, temperature: float, similarity: str = "cosine"
+) -> Tensor:
+    r"""One-directional InfoNCE: each anchor picks its own candidate out of the batch.
+
+    Row :math:`i` of ``candidates`` is the positive of anchor :math:`a_i` and
+    every other row :math:`c_j` (:math:`j \ne i`) is one of its negatives:
+
+    .. math::
+
+        \mathcal{L} = -\frac{1}{N} \sum_{i=1}^{N} \log
+            \frac{\exp(s(a_i, c_i) / \tau)}{\sum_{j=1}^{N} \exp(s(a_i, c_j) / \tau)},
+
+    with :math:`s(a, c) = a^\top c / (\lVert a\rVert \lVert c\rVert)`
+    (``"cosine"``) or :math:`s(a, c) = a^\top c` (``"dot"``). The positive is
+    part of the denominator, and there are no negatives from the anchors' own
+    side (unlike :func:`nt_xent`). This is the form of eq. (5) (rows of
+    assignment features, dot product as printed) and eq. (8) (columns of
+    assignment probabilities, i.e. ``info_nce(P.T, P_aug.T, ...)``) of Zhong
+    et al., "Deep Robust Clustering by Contrastive Learning" (DRC).
+
+    Parameters
+    ----------
+    anchors : Tensor of shape (N, D)
+        Anchors :math:`a_i`, one per row.
+    candidates : Tensor of shape (N, D)
+        Candidates :math:`c_j`; row :math:`i` is the positive of anchor
+        :math:`i`. Gradients flow into both arguments; detach one to use it
+        as a fixed target.
+    temperature : float
+        :math:`\tau > 0`.
+    similarity : {"cosine", "dot"}, default="cosine"
+        :math:`s`. Under ``"cosine"`` every row is L2-normalised first, and a
+        zero row has similarity 0 with every other row.
+
+    Returns
+    -------
+    Tensor
+        Scalar (0-d), in float32 for half-precision inputs (bfloat16 and
+        float16 are upcast), else in the dtype of the inputs.
+
+    Raises
+    ------
+    ValueError
+        If the inputs are not 2-D floating tensors of one shape,
+        ``temperature`` is not a finite number ``> 0``, or ``similarity`` is
+        not one of ``"cosine"``, ``"dot"``.
+
+    Notes
+    -----
+    Computed with a log-softmax over each anchor's row of logits, so large
+    similarities or small temperatures do not overflow. Closed forms:
+    :math:`\log N` when all rows of ``candidates`` are identical, and
+    :math:`\log(1 + (N - 1) e^{-1/\tau})` under ``"cosine"`` when
+    ``anchors`` and ``candidates`` are the same :math:`N` mutually orthogonal
+    rows. Under ``"cosine"`` the loss is invariant to a positive rescaling of
+    each row of either argument; under ``"dot"`` scaling both arguments by
+    :math:`c` is the same as dividing :math:`\tau` by :math:`c^2`.
+    """
+    check_float_matrix(anchors, "anchors", "(N, D)", "one anchor vector per row")
+    check_float_matrix(candidates, "candidates", "(N, D)", "the positive of anchor i in row i")
+    check_same_shape(anchors, candidates, "anchors and candidates", "(N, D)")
+    temperature = check_number(temperature, "temperature", 0.0, low_open=True, high_open=True)
+    if similarity not in _INFO_NCE_SIMILARITIES:
+        raise ValueError(
+            f"similarity must be one of {', '.join(map(repr, _INFO_NCE_SIMILARITIES))}; "
+            f"got {similarity!r}."
+        )
+    dtype = torch.promote_types(torch.promote_types(anchors.dtype, candidates.dtype), torch.float32)
+    a, c = anchors.to(dtype), candidates.to(dtype)
+    if similarity == "cosine":
+        a, c = F.normalize(a, dim=1), F.normalize(c, dim=1)
+    log_probs = F.log_softmax(a @ c.T / temperature, dim=1)
+    return -log_probs.diagonal().mean()
 
 
 # SCAN

@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from skdeepcluster.losses import marginal_entropy, nt_xent, scan_loss, self_label_loss
+from skdeepcluster.losses import info_nce, marginal_entropy, nt_xent, scan_loss, self_label_loss
 
 FLOATS = st.floats(-8.0, 8.0, allow_nan=False, width=32)
 
@@ -341,3 +341,158 @@ def test_marginal_entropy_dtypes_gradient_and_bad_input():
         marginal_entropy(torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="at least 1 row"):
         marginal_entropy(torch.ones(0, 3))
+
+
+# ----------------------------------------------------------------------------- InfoNCE
+
+SIMILARITIES = st.sampled_from(["cosine", "dot"])
+SMALL = st.floats(-3.0, 3.0, allow_nan=False, width=32)
+
+
+@st.composite
+def anchor_candidate_pairs(draw, max_n=8, max_d=5):
+    n = draw(st.integers(1, max_n))
+    d = draw(st.integers(1, max_d))
+    anchors = draw(arrays(np.float32, (n, d), elements=SMALL))
+    candidates = draw(arrays(np.float32, (n, d), elements=SMALL))
+    rows = np.concatenate([anchors, candidates])
+    assume(np.linalg.norm(rows, axis=1).min() > 1e-1)  # cosine needs non-zero rows
+    temperature = draw(st.floats(0.1, 2.0))
+    return torch.from_numpy(anchors), torch.from_numpy(candidates), temperature
+
+
+def info_nce_reference(anchors, candidates, temperature, similarity):
+    """InfoNCE by the definition: a loop over anchors and candidates, float64."""
+    a, c = anchors.double(), candidates.double()
+    n = a.shape[0]
+
+    def sim(u, v):
+        dot = float(u @ v)
+        return dot / (float(u.norm()) * float(v.norm())) if similarity == "cosine" else dot
+
+    total = 0.0
+    for i in range(n):
+        logits = [sim(a[i], c[j]) / temperature for j in range(n)]
+        top = max(logits)
+        log_denominator = top + math.log(math.fsum(math.exp(x - top) for x in logits))
+        total -= logits[i] - log_denominator
+    return total / n
+
+
+@given(anchor_candidate_pairs(), SIMILARITIES)
+def test_info_nce_matches_loop_reference(pair, similarity):
+    anchors, candidates, t = pair
+    loss = info_nce(anchors, candidates, t, similarity)
+    assert loss.shape == () and loss.dtype == torch.float32
+    expected = info_nce_reference(anchors, candidates, t, similarity)
+    assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
+@given(anchor_candidate_pairs(), SIMILARITIES, st.data())
+def test_info_nce_invariant_to_permuting_the_pairs(pair, similarity, data):
+    anchors, candidates, t = pair
+    rows = data.draw(st.permutations(range(anchors.shape[0])))
+    assert_close(
+        info_nce(anchors[rows], candidates[rows], t, similarity),
+        info_nce(anchors, candidates, t, similarity),
+    )
+
+
+@given(anchor_candidate_pairs(), SIMILARITIES)
+def test_info_nce_identical_candidates_give_log_n(pair, similarity):
+    """Every candidate equal: each anchor's N logits are equal, whatever the anchor."""
+    anchors, candidates, t = pair
+    n = anchors.shape[0]
+    same = candidates[:1].expand(n, -1).contiguous()
+    assert info_nce(anchors, same, t, similarity).item() == pytest.approx(math.log(n), abs=1e-5)
+    rows = anchors[:1].expand(n, -1).contiguous()  # all rows of both inputs identical
+    assert info_nce(rows, rows.clone(), t, similarity).item() == pytest.approx(
+        math.log(n), abs=1e-5
+    )
+
+
+@given(st.integers(1, 8), st.integers(0, 3), st.floats(0.05, 5.0), st.data())
+def test_info_nce_orthogonal_rows_closed_form(n, extra_dims, t, data):
+    """Anchors and candidates the same N orthogonal rows (any positive lengths) under cosine:
+    positive at cosine 1, N - 1 negatives at 0, so the loss is log(1 + (N - 1) exp(-1 / t))."""
+    lengths = data.draw(st.lists(st.floats(0.1, 10.0), min_size=n, max_size=n))
+    basis = torch.eye(n, n + extra_dims)
+    anchors = torch.tensor(lengths)[:, None] * basis
+    expected = math.log1p((n - 1) * math.exp(-1 / t))
+    assert info_nce(anchors, basis, t).item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+@given(anchor_candidate_pairs(), st.floats(1e-2, 1e2), st.data())
+def test_info_nce_cosine_ignores_positive_rescaling(pair, scale, data):
+    anchors, candidates, t = pair
+    n = anchors.shape[0]
+    row_scale = torch.tensor(data.draw(st.lists(st.floats(0.1, 10.0), min_size=n, max_size=n)))
+    loss = info_nce(anchors, candidates, t)
+    assert_close(info_nce(anchors, scale * candidates, t), loss)
+    assert_close(info_nce(anchors, row_scale[:, None] * candidates, t), loss)
+    assert_close(info_nce(row_scale[:, None] * anchors, candidates, t), loss)
+
+
+@given(anchor_candidate_pairs(), st.floats(0.25, 4.0))
+def test_info_nce_dot_scaling_is_a_temperature(pair, scale):
+    """Under "dot", (c a) . (c b) / t = a . b / (t / c^2)."""
+    anchors, candidates, t = pair
+    assert_close(
+        info_nce(scale * anchors, scale * candidates, t, "dot"),
+        info_nce(anchors, candidates, t / scale**2, "dot"),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def test_info_nce_is_one_directional():
+    """Swapping the roles changes the value: candidates, not anchors, supply the negatives."""
+    anchors = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])  # one anchor direction
+    candidates = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # three candidate ones
+    forward = info_nce(anchors, candidates, 0.5).item()
+    # every anchor sees the logits (2, 0, -2) and anchor i picks entry i, so the loss is their
+    # logsumexp minus their mean (0); reversed, each row of logits is constant: log 3
+    assert forward == pytest.approx(math.log(math.exp(2) + 1 + math.exp(-2)), rel=1e-6)
+    assert info_nce(candidates, anchors, 0.5).item() == pytest.approx(math.log(3), rel=1e-6)
+    assert forward == pytest.approx(info_nce_reference(anchors, candidates, 0.5, "cosine"))
+    assert forward != pytest.approx(info_nce(candidates, anchors, 0.5).item(), abs=1e-3)
+
+
+def test_info_nce_half_precision_gradients_and_extremes():
+    gen = torch.Generator().manual_seed(0)
+    anchors = torch.randn(6, 4, generator=gen)
+    candidates = torch.randn(6, 4, generator=gen)
+    for half in (torch.bfloat16, torch.float16):
+        a, c = anchors.to(half), candidates.to(half)
+        loss = info_nce(a, c, 0.5)
+        assert loss.dtype == torch.float32
+        assert_close(loss, info_nce(a.float(), c.float(), 0.5), rtol=1e-6, atol=1e-6)
+    assert info_nce(anchors.double(), candidates.double(), 0.5).dtype == torch.float64
+    # large dot products and a small temperature: the log-softmax keeps it finite
+    a = (1e3 * anchors).requires_grad_()
+    c = (1e3 * candidates).requires_grad_()
+    loss = info_nce(a, c, 0.01, "dot")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(a.grad).all() and torch.isfinite(c.grad).all()
+    assert a.grad.abs().sum() > 0 and c.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((torch.ones(3, 2), torch.ones(4, 2), 0.5), "anchors and candidates must both be"),
+        ((torch.ones(3, 2), torch.ones(3, 3), 0.5), "anchors and candidates must both be"),
+        ((torch.ones(3), torch.ones(3), 0.5), "anchors must be a 2-D"),
+        ((torch.ones(3, 2), torch.ones(3, 2, dtype=torch.long), 0.5), "floating"),
+        ((torch.ones(3, 2), [[1.0, 1.0]] * 3, 0.5), "torch.Tensor"),
+        ((torch.ones(3, 2), torch.ones(3, 2), 0.0), r"temperature must be a number in \(0.0"),
+        ((torch.ones(3, 2), torch.ones(3, 2), -1.0), r"temperature must be a number in \(0.0"),
+        ((torch.ones(3, 2), torch.ones(3, 2), float("nan")), "temperature"),
+        ((torch.ones(3, 2), torch.ones(3, 2), True), "temperature"),
+        ((torch.ones(3, 2), torch.ones(3, 2), 0.5, "l2"), "one of 'cosine', 'dot'; got 'l2'"),
+        ((torch.ones(3, 2), torch.ones(3, 2), 0.5, None), "one of 'cosine', 'dot'; got None"),
+    ],
+)
+def test_info_nce_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        info_nce(*args)
