@@ -37,8 +37,8 @@ BATCH_SIZE = 256
 MAX_EPOCHS = 30
 GRID = [
     {"similarity": ["cosine"], "threshold": [0.5, 0.7, 0.8, 0.9, 0.95]},
-    # SNE probabilities average 1 / B**2 over a batch of B samples: thresholds in that unit
-    {"similarity": ["sne"], "threshold": [f / BATCH_SIZE**2 for f in (0.1, 0.3, 1.0, 3.0)]},
+    # symmetric SNE similarities (eqs. 1-2) average 1 / (B - 1) over a batch: thresholds in 1 / B
+    {"similarity": ["sne"], "threshold": [f / BATCH_SIZE for f in (0.3, 1.0, 3.0, 10.0)]},
     {"similarity": ["knn"], "n_neighbors": [5, 10, 20, 40]},
 ]
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "lsdc_threshold.png"
@@ -53,6 +53,7 @@ def main() -> None:
         LSDC(
             n_clusters=10,
             pretext=None,
+            center_features=False,  # the raw cosine, as the paper
             max_epochs=MAX_EPOCHS,
             batch_size=BATCH_SIZE,
             random_state=0,
@@ -80,10 +81,10 @@ def main() -> None:
     print(f"best: {search.best_params_} ACC {search.best_score_:.3f}; search {seconds:.0f} s")
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
-    labels = {"cosine": "cosine threshold", "sne": "SNE threshold x B²", "knn": "k (neighbours)"}
+    labels = {"cosine": "cosine threshold", "sne": "SNE threshold x B", "knn": "k (neighbours)"}
     for ax, similarity in zip(axes, ("cosine", "sne", "knn")):
         points = [(v, a) for s, v, a, _ in rows if s == similarity]
-        xs = np.array([v for v, _ in points]) * (BATCH_SIZE**2 if similarity == "sne" else 1)
+        xs = np.array([v for v, _ in points]) * (BATCH_SIZE if similarity == "sne" else 1)
         ax.plot(xs, [a for _, a in points], "o-")
         if similarity != "cosine":
             ax.set_xscale("log")

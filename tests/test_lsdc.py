@@ -331,7 +331,7 @@ def test_label_features_resolved(
 @pytest.mark.parametrize("similarity", ["cosine", "l2", "sne", "knn"])
 def test_default_threshold_is_calibrated_to_one_pair_in_n_clusters(monkeypatch, blobs, similarity):
     adjacencies = _spy(monkeypatch, "pairwise_adjacency")
-    extra = {"temperature": 1e3} if similarity == "sne" else {}  # T near the squared distances
+    extra = {"temperature": 30.0} if similarity == "sne" else {}  # T² near the squared distances
     model = tiny_lsdc(similarity=similarity, max_epochs=1, **extra).fit(blobs[0])
     if similarity == "knn":
         assert isinstance(model.n_neighbors_, int) and model.threshold_ is None
