@@ -227,7 +227,10 @@ OF_SCAN = "parameter of SCAN must be"
             r"n_neighbors=120 must be smaller than the number of samples \(120\)",
         ),
         (dict(device="tpu"), "unknown device 'tpu'"),
-        (dict(pretext="sift"), r"'pretext' " + OF_SCAN + r" a str among \{.*'rotnet'.*'simclr'"),
+        (
+            dict(pretext="sift"),
+            r"'pretext' " + OF_SCAN + r" a str among \{(?=[^}]*'rotnet')(?=[^}]*'simclr')",
+        ),
         (dict(confidence_threshold=1.5), r"'confidence_threshold' " + OF_SCAN + " a float in"),
         (
             dict(self_label_lr=0.0),
