@@ -281,6 +281,111 @@ def self_label_loss(strong_logits: Tensor, weak_probs: Tensor, threshold: float 
     return F.cross_entropy(strong_logits[mask].float(), targets, weight=weights)
 
 
+# C2BIN
+# -----
+# "Learning Representations by Contrasting Clusters While Bootstrapping Instances" (ICLR 2021
+# submission). The PDF text garbles eqs. (1) and (4): both are reconstructed from the prose.
+
+
+def c2bin_alignment_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    r"""Instance alignment of C2BIN, eq. (1) (reconstructed): the mean cosine distance.
+
+    .. math::
+
+        \mathcal{L}_{\text{align}} = \frac{1}{B} \sum_{i=1}^{B}
+            \Big[1 - \frac{q_i^\top \bar z_i}{\lVert q_i\rVert\,\lVert \bar z_i\rVert}\Big],
+
+    with :math:`q_i` the runner's prediction of one view and :math:`\bar z_i` the follower's
+    projection of the other view (BYOL-style bootstrapping, no negatives). The printed equation is
+    unreadable; the text calls it the cosine distance "motivated from" BYOL, whose
+    :math:`\lVert \hat q - \hat z\rVert^2 = 2 - 2\cos` is twice this value.
+
+    Parameters
+    ----------
+    prediction : Tensor of shape (B, d)
+        Runner predictions (gradient flows into them).
+    target : Tensor of shape (B, d)
+        Follower projections; detached here (the follower gets no gradient).
+
+    Returns
+    -------
+    Tensor
+        Scalar in :math:`[0, 2]`, at least float32; 0 when every pair points the same way.
+    """
+    check_same_shape(prediction, target, "prediction and target", "(B, d)")
+    dtype = torch.promote_types(prediction.dtype, torch.float32)
+    cos = F.cosine_similarity(prediction.to(dtype), target.detach().to(dtype), dim=1, eps=1e-8)
+    return (1.0 - cos).mean()
+
+
+class C2BINClusterLoss(NamedTuple):
+    """C2BIN's cluster loss of one head, eq. (5), and its two terms (scalar tensors)."""
+
+    total: Tensor
+    contrast: Tensor
+    entropy: Tensor
+
+
+def c2bin_cluster_loss(
+    logits_a: Tensor,
+    logits_b: Tensor,
+    temperature: float = 1.0,
+    entropy_weight: float = 1.0,
+    contrast: str = "nt_xent",
+) -> C2BINClusterLoss:
+    r"""Contrast of batch-wise cluster assignments of one head, C2BIN eqs. (2)-(5).
+
+    With :math:`P' = \operatorname{softmax}(\text{logits}_a)` and :math:`P''` the same of the
+    other view (``B x K``), column :math:`c'_k = P'_{:,k} \in \mathbb{R}^B` is the batch-wise
+    cluster assignment (BCA) of cluster :math:`k` (eq. 3). Eq. (4) (reconstructed) contrasts the
+    columns with cosine similarity :math:`\hat c = c / \lVert c \rVert`: the same cluster in the
+    other view is the positive, the other clusters' columns the negatives.
+
+    - ``contrast="nt_xent"`` (Reading A of the spec): NT-Xent over the :math:`2K` columns, each
+      column's negatives being the other :math:`2K - 2` columns of both views,
+      :func:`nt_xent` of :math:`P'^\top, P''^\top`;
+    - ``contrast="cross_view"`` (Reading B, PICA's form): negatives from the other view only,
+      :func:`info_nce` of :math:`P'^\top` against :math:`P''^\top`.
+
+    Eq. (5) subtracts the entropy of the batch's mean assignment, averaged over the two views:
+
+    .. math::
+
+        \mathcal{L}^{(K)} = \mathcal{L}_{\text{bca}}
+            - \lambda_{\text{ent}} \tfrac12 \big[H(\bar p') + H(\bar p'')\big]
+
+    (:func:`marginal_entropy`). Uniform columns give :math:`\mathcal{L}_{\text{bca}} = \log(2K-1)`
+    (``"nt_xent"``) or :math:`\log K` (``"cross_view"``).
+
+    Parameters
+    ----------
+    logits_a, logits_b : Tensor of shape (B, K)
+        One head's logits for the two views of the same samples.
+    temperature : float, default=1.0
+        :math:`\tau > 0`.
+    entropy_weight : float, default=1.0
+        :math:`\lambda_{\text{ent}} \ge 0`.
+    contrast : {"nt_xent", "cross_view"}, default="nt_xent"
+
+    Returns
+    -------
+    C2BINClusterLoss
+        ``(total, contrast, entropy)``; the entropy in nats.
+    """
+    check_same_shape(logits_a, logits_b, "logits_a and logits_b", "(B, K)")
+    if contrast not in ("nt_xent", "cross_view"):
+        raise ValueError(f"contrast must be 'nt_xent' or 'cross_view', got {contrast!r}")
+    check_number(entropy_weight, "entropy_weight")
+    p_a = torch.softmax(logits_a.float(), dim=1)
+    p_b = torch.softmax(logits_b.float(), dim=1)
+    if contrast == "nt_xent":
+        bca = nt_xent(p_a.T, p_b.T, temperature)
+    else:
+        bca = info_nce(p_a.T, p_b.T, temperature)
+    entropy = 0.5 * (marginal_entropy(p_a) + marginal_entropy(p_b))
+    return C2BINClusterLoss(bca - entropy_weight * entropy, bca, entropy)
+
+
 # LSD-C
 # -----
 # Rebuffi, Ehrhardt, Han, Vedaldi and Zisserman, "LSD-C: Linearly Separable
