@@ -1,11 +1,22 @@
 """Deep clustering methods as scikit-learn estimators, trained with skorch on CPU or CUDA."""
 
 from .methods.c2bin import C2BIN
+from .methods.drc import DRC
 from .methods.lsdc import LSDC
 from .methods.scan import SCAN
 from .methods.sela import SeLa
 from .neighbors import NeighborFeatures, NeighborMiner
 from .pretext import RotNet, SimCLR
 
-__all__ = ["C2BIN", "LSDC", "SCAN", "NeighborFeatures", "NeighborMiner", "RotNet", "SeLa", "SimCLR"]
+__all__ = [
+    "C2BIN",
+    "DRC",
+    "LSDC",
+    "SCAN",
+    "NeighborFeatures",
+    "NeighborMiner",
+    "RotNet",
+    "SeLa",
+    "SimCLR",
+]
 __version__ = "0.1.0.dev0"

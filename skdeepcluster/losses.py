@@ -386,6 +386,103 @@ def c2bin_cluster_loss(
     return C2BINClusterLoss(bca - entropy_weight * entropy, bca, entropy)
 
 
+# DRC
+# ---
+# Zhong, Chen, Jin and Hua, "Deep Robust Clustering by Contrastive Learning". Theorem 1's eq. (3)
+# prints its loss without the minus sign; eqs. (5) and (8) carry it, as here.
+
+
+def drc_feature_loss(
+    features: Tensor, features_aug: Tensor, temperature: float = 0.5, similarity: str = "dot"
+) -> Tensor:
+    r"""Assignment-feature contrast of DRC, eq. (5): instance level, over the logits.
+
+    .. math::
+
+        \mathcal{L}_{AF} = -\frac{1}{N} \sum_{i=1}^{N} \log
+            \frac{\exp(z_i^\top z'_i / T_{AF})}{\sum_{j=1}^{N} \exp(z_i^\top z'_j / T_{AF})},
+
+    :func:`info_nce` of the assignment features (the ``K`` logits) :math:`Z` of the original
+    views against :math:`Z'` of the augmented views: one-directional, the positive in the
+    denominator. The paper prints a raw dot product (``similarity="dot"``), which scaling the
+    logits up keeps lowering; ``"cosine"`` normalises them.
+
+    Parameters
+    ----------
+    features, features_aug : Tensor of shape (N, K)
+        Logits of the original and of the augmented views (row ``i`` the same sample).
+    temperature : float, default=0.5
+        :math:`T_{AF}`.
+    similarity : {"dot", "cosine"}, default="dot"
+
+    Returns
+    -------
+    Tensor
+        Scalar, ``>= 0``; :math:`\log N` when the rows of ``features_aug`` are all equal.
+    """
+    return info_nce(features, features_aug, temperature, similarity)
+
+
+def drc_probability_loss(
+    probs: Tensor, probs_aug: Tensor, temperature: float = 0.95, similarity: str = "cosine"
+) -> Tensor:
+    r"""Assignment-probability contrast of DRC, eq. (8): cluster level, over the columns.
+
+    .. math::
+
+        \mathcal{L}_{AP} = -\frac{1}{K} \sum_{k=1}^{K} \log
+            \frac{\exp(s(q_k, q'_k) / T_{AP})}{\sum_{j=1}^{K} \exp(s(q_k, q'_j) / T_{AP})},
+
+    with :math:`q_k = P_{:,k}` the column of cluster :math:`k` over the batch: :func:`info_nce` of
+    :math:`P^\top` against :math:`P'^\top`. The text writes a dot product; the similarity is
+    reconstructed as the cosine (``similarity="cosine"``), since :math:`T_{AP} = 0.95` only makes
+    sense for similarities of order one and raw dot products of columns saturate the loss.
+
+    Parameters
+    ----------
+    probs, probs_aug : Tensor of shape (N, K)
+        Assignment probabilities (softmax of the logits) of the original and augmented views.
+    temperature : float, default=0.95
+        :math:`T_{AP}`.
+    similarity : {"cosine", "dot"}, default="cosine"
+
+    Returns
+    -------
+    Tensor
+        Scalar; :math:`\log K` for identical (e.g. uniform) columns, and in
+        :math:`[\log(1 + (K-1)e^{-1/T}), \log(1 + (K-1)e^{1/T})]` under the cosine.
+    """
+    check_same_shape(probs, probs_aug, "probs and probs_aug", "(N, K)")
+    return info_nce(probs.T, probs_aug.T, temperature, similarity)
+
+
+def drc_cluster_regularization(probs: Tensor) -> Tensor:
+    r"""Cluster regularisation of DRC, eq. (9): the squared norm of the cluster sizes over N.
+
+    .. math::
+
+        \mathcal{L}_{CR} = \frac{1}{N} \sum_{k=1}^{K} \Big(\sum_{j=1}^{N} P_{jk}\Big)^2
+            = \frac{\lVert 1^\top P \rVert^2}{N} \in \Big[\frac{N}{K}, N\Big],
+
+    smallest for balanced clusters (:math:`N/K`), largest when one cluster takes every sample
+    (:math:`N`). The value grows with :math:`N` but its gradient, :math:`2 s_k / N` for every
+    entry of column :math:`k` (:math:`s_k` the size of cluster :math:`k`), does not.
+
+    Parameters
+    ----------
+    probs : Tensor of shape (N, K)
+        Assignment probabilities (rows on the simplex).
+
+    Returns
+    -------
+    Tensor
+        Scalar, at least float32.
+    """
+    check_float_matrix(probs, "probs", "(N, K)", "one probability vector over K clusters per row")
+    sizes = probs.to(torch.promote_types(probs.dtype, torch.float32)).sum(0)
+    return sizes.square().sum() / probs.shape[0]
+
+
 # LSD-C
 # -----
 # Rebuffi, Ehrhardt, Han, Vedaldi and Zisserman, "LSD-C: Linearly Separable

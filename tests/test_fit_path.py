@@ -13,7 +13,7 @@ from sklearn.datasets import make_blobs
 from sklearn.model_selection import GridSearchCV
 from skorch.history import History
 
-from skdeepcluster import LSDC, SCAN, RotNet, SeLa, SimCLR
+from skdeepcluster import C2BIN, DRC, LSDC, SCAN, RotNet, SeLa, SimCLR
 from skdeepcluster._training import DeepClusterNet
 from skdeepcluster.methods import _base as methods_base
 from skdeepcluster.metrics import acc_scorer
@@ -39,11 +39,13 @@ def tiny(cls, **kwargs):
         ),
         SeLa: dict(max_epochs=2, n_heads=2),
         LSDC: dict(max_epochs=1),
+        C2BIN: dict(max_epochs=1, head_sizes=[3, 6], hidden_dim=16, projection_dim=8),
+        DRC: dict(max_epochs=1),
     }[cls]
     return cls(**{**common, **own, **kwargs})
 
 
-METHODS = [SCAN, SeLa, LSDC]
+METHODS = [SCAN, SeLa, LSDC, C2BIN, DRC]
 
 
 # ----------------------------------------------------------------------------- the pretext builder
@@ -147,7 +149,10 @@ def _spy_devices(monkeypatch):
 
     def spy(self, batch, **fit_params):
         tensors = [*self.module_.parameters(), *self.module_.buffers(), self.data.tensor, batch[0]]
-        tensors += [v for v in vars(self.objective).values() if isinstance(v, torch.Tensor)]
+        held = vars(self.objective).values()
+        tensors += [v for v in held if isinstance(v, torch.Tensor)]
+        # a momentum target (C2BIN's follower) lives in the objective too
+        tensors += [p for v in held if hasattr(v, "network") for p in v.network.parameters()]
         seen.append((torch.device(self.device), {t.device for t in tensors}))
         return step(self, batch, **fit_params)
 
@@ -218,7 +223,7 @@ def test_single_stage_estimators_have_one_history(blobs):
     assert simclr.history_[:, "train_loss"] == simclr.histories_["pretext"][:, "train_loss"]
 
 
-@pytest.mark.parametrize("cls", [SCAN, SeLa, LSDC, SimCLR, RotNet])
+@pytest.mark.parametrize("cls", [SCAN, SeLa, LSDC, C2BIN, DRC, SimCLR, RotNet])
 def test_max_epochs_auto_on_every_estimator(cls):
     assert cls().get_params()["max_epochs"] == "auto"
 
@@ -248,4 +253,6 @@ def test_methods_pass_their_stage_through_train(monkeypatch, blobs):
         ("SCAN", "self_labelling"),
         ("SeLa", "clustering"),
         ("LSDC", "clustering"),
+        ("C2BIN", "clustering"),
+        ("DRC", "clustering"),
     }

@@ -4,6 +4,7 @@ initial backbone (from a pretext or new), head sizes, and ``pretext__<param>`` s
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Sequence
 from numbers import Integral
 from typing import Any
@@ -63,6 +64,17 @@ class DeepClusterMixin(DeepEstimatorMixin):
         super()._end_fit(X)
         # from the validated X, not predict(X): no feature-name warning after a DataFrame fit
         self.labels_ = self._proba(X).argmax(1)
+
+    def _warn_if_collapsed(self, hint: str) -> None:
+        """``n_clusters_used_``: the clusters holding a training sample; warn below half."""
+        self.n_clusters_used_ = len(np.unique(self.labels_))
+        if self.n_clusters_used_ < self.n_clusters / 2:
+            warnings.warn(
+                f"{type(self).__name__} collapsed: the training samples fall in "
+                f"{self.n_clusters_used_} of {self.n_clusters} clusters. {hint}",
+                UserWarning,
+                stacklevel=4,
+            )
 
     # ------------------------------------------------------------------ parameters
     def set_params(self, **params: Any) -> DeepClusterMixin:

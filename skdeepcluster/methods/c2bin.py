@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -364,12 +363,6 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     def _end_fit(self, X: np.ndarray) -> None:
         super()._end_fit(X)
-        self.n_clusters_used_ = len(np.unique(self.labels_))
-        if self.n_clusters_used_ < self.n_clusters / 2:
-            warnings.warn(
-                f"C2BIN collapsed: the training samples fall in {self.n_clusters_used_} of "
-                f"{self.n_clusters} clusters. Raise entropy_weight or cluster_weight, or start "
-                "from a pretext (pretext='simclr').",
-                UserWarning,
-                stacklevel=3,
-            )
+        self._warn_if_collapsed(
+            "Raise entropy_weight or cluster_weight, or start from a pretext (pretext='simclr')."
+        )
