@@ -14,6 +14,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdeepcluster import SeLa, SimCLR
 from skdeepcluster._training import DeviceData
+from skdeepcluster.methods import _base as methods_base
 from skdeepcluster.methods import sela as sela_module
 from skdeepcluster.methods.sela import label_update_epochs
 from skdeepcluster.metrics import cluster_accuracy
@@ -207,9 +208,9 @@ def test_auto_pretext_is_simclr_for_images_only(
 )
 def test_head_init_resolved(one_epoch_pretexts, monkeypatch, blobs, pretext, head_init, expected):
     calls = []
-    real = sela_module.kmeans_heads
+    real = methods_base.kmeans_heads
     monkeypatch.setattr(
-        sela_module, "kmeans_heads", lambda *a, **kw: calls.append(1) or real(*a, **kw)
+        methods_base, "kmeans_heads", lambda *a, **kw: calls.append(1) or real(*a, **kw)
     )
     X, _ = blobs
     model = tiny(pretext=pretext, head_init=head_init, batch_size=32).fit(X)

@@ -17,6 +17,7 @@ from torch import nn
 from .._validation import check_positive_int
 from ..backbones import Backbone, build_backbone, freeze_early_layers
 from ..base import DeepEstimatorMixin, FitInput, to_numpy
+from ..heads import ClusterModel, kmeans_heads
 from ..pretext import NAMED_PRETEXTS, fit_pretext, named_pretext, pretext_backbone
 
 #: ``n_clusters``: at least two clusters (one cluster is no clustering).
@@ -134,3 +135,14 @@ class DeepClusterMixin(DeepEstimatorMixin):
             self.histories_["pretext"] = history
         backbone = pretext_backbone(self.pretext_, self.device_)
         return freeze_early_layers(backbone) if freeze else backbone
+
+    def _init_heads(self, fit: FitInput, module: ClusterModel, pretext: Any) -> None:
+        """Start the heads as ``head_init`` says (``head_init_``): "auto" is "kmeans" with a
+        pretext and "random" from scratch; "kmeans" sets each head to the nearest-centroid
+        classifier of a k-means of the backbone's features (:func:`~heads.kmeans_heads`).
+        """
+        self.head_init_ = self.head_init
+        if self.head_init == "auto":
+            self.head_init_ = "random" if pretext is None else "kmeans"
+        if self.head_init_ == "kmeans":
+            kmeans_heads(module.heads, self._forward_data(module.backbone, fit.data), fit.seed)

@@ -22,7 +22,7 @@ from ..base import (
     epochs_constraint,
     resolve_max_epochs,
 )
-from ..heads import ClusterModel, MomentumTarget, kmeans_heads, mlp_head
+from ..heads import ClusterModel, MomentumTarget, mlp_head
 from ..losses import c2bin_alignment_loss, c2bin_cluster_loss
 from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint
 
@@ -323,17 +323,11 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.n_epochs_ = resolve_max_epochs(
             self.max_epochs, len(fit.X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
         )
-        self.head_init_ = (
-            ("random" if self.pretext is None else "kmeans")
-            if self.head_init == "auto"
-            else self.head_init
-        )
         backbone = self._initial_backbone(fit, self.pretext, body=self.backbone)
         module = C2BINModel(
             backbone, backbone.out_features, sizes, self.hidden_dim, self.projection_dim
         )
-        if self.head_init_ == "kmeans":
-            kmeans_heads(module.heads, self._forward_data(backbone, fit.data), fit.seed)
+        self._init_heads(fit, module, self.pretext)
         weak, _ = self._views(fit.data)
         objective = C2BINObjective(
             weak,

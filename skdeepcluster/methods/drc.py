@@ -22,7 +22,7 @@ from ..base import (
     epochs_constraint,
     resolve_max_epochs,
 )
-from ..heads import ClusterModel, kmeans_heads
+from ..heads import ClusterModel
 from ..losses import drc_cluster_regularization, drc_feature_loss, drc_probability_loss
 from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint
 
@@ -259,15 +259,9 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.n_epochs_ = resolve_max_epochs(
             self.max_epochs, len(fit.X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
         )
-        self.head_init_ = (
-            ("random" if self.pretext is None else "kmeans")
-            if self.head_init == "auto"
-            else self.head_init
-        )
         backbone = self._initial_backbone(fit, self.pretext, body=self.backbone)
         module = ClusterModel(backbone, backbone.out_features, sizes)
-        if self.head_init_ == "kmeans":
-            kmeans_heads(module.heads, self._forward_data(backbone, fit.data), fit.seed)
+        self._init_heads(fit, module, self.pretext)
         weak, _ = self._views(fit.data)
         original = original_view(fit.data.sample) if self.views == "original" else weak
         objective = DRCObjective(

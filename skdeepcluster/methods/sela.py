@@ -28,7 +28,7 @@ from ..base import (
     resolve_max_epochs,
     to_numpy,
 )
-from ..heads import ClusterModel, kmeans_heads
+from ..heads import ClusterModel
 from ..ot import sinkhorn_knopp
 from ._base import DeepClusterMixin, pretext_constraint
 
@@ -454,15 +454,9 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         pretext = self.pretext
         if isinstance(pretext, str) and pretext == "auto":
             pretext = "simclr" if fit.X.ndim == 4 else None
-        self.head_init_ = (
-            ("random" if pretext is None else "kmeans")
-            if self.head_init == "auto"
-            else self.head_init
-        )
         backbone = self._initial_backbone(fit, pretext, body=self.backbone)
         module = ClusterModel(backbone, backbone.out_features, sizes)
-        if self.head_init_ == "kmeans":
-            kmeans_heads(module.heads, self._forward_data(backbone, fit.data), fit.seed)
+        self._init_heads(fit, module, pretext)
         weak, _ = self._views(fit.data)
         objective = SeLaObjective(
             weak,
