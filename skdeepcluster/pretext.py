@@ -96,7 +96,7 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
     temperature : float, default=0.5
         NT-Xent temperature.
     max_epochs : int or "auto", default="auto"
-        Training epochs. "auto": at least 60 epochs and at least 1,500 optimisation steps (188
+        Training epochs. "auto": at least 60 epochs and at least 1,500 optimisation steps (215
         epochs on the 1,797 digits); how it was chosen: ``docs/benchmarks.md``.
     batch_size : int, default=256
     lr : float, default=3e-3

@@ -208,7 +208,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         ``docs/benchmarks.md``), "online" without one.
     max_epochs : int or "auto", default="auto"
         Training epochs. "auto": at least 30 epochs and 5,000 optimisation steps (179 epochs on
-        the 1,797 digits, 32 on MNIST-test; the paper: 220).
+        the 1,797 digits, 33 on MNIST-test; the paper: 220).
     batch_size : int, default=64
         Samples per batch (the paper: 256; measured: ``docs/benchmarks.md``).
     lr : float, default=1e-3
