@@ -158,7 +158,8 @@ class NeighborMiner(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     n_neighbors : int, default=20
-        Neighbours per sample (SCAN uses 20); must be smaller than the number of samples.
+        Neighbours per sample (SCAN mines 5 by default); must be smaller than the number of
+        samples.
     block_size : int, default=1024
         Rows per similarity block.
     device : str or torch.device, default="cpu"

@@ -136,11 +136,11 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         exposing ``backbone_`` after fit (cloned, never modified); either gets this estimator's
         ``device``, ``random_state`` and ``verbose`` unless set on it. None when X holds feature
         vectors. Ignored when X carries mined neighbours.
-    n_neighbors : int, default=20
-        Neighbours mined per sample (the paper's text says 5; its released configuration 20).
-    include_self : bool, default=False
-        Also draw the sample itself as its "neighbour" (the released code samples from the
-        ``n_neighbors + 1`` nearest, the sample included): consistency with its own other view.
+    n_neighbors : int, default=5
+        Neighbours mined per sample (the paper's text; its released configuration: 20).
+    include_self : bool, default=True
+        Also draw the sample itself as its "neighbour", so that its two views must agree too (the
+        released code samples from the ``n_neighbors + 1`` nearest, the sample included).
     n_heads : int, default=10
         Clustering heads trained together; the one with the lowest SCAN loss is kept.
     entropy_weight : float, default=5.0
@@ -249,8 +249,8 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         n_clusters: int = 10,
         *,
         pretext: Any = "simclr",
-        n_neighbors: int = 20,
-        include_self: bool = False,
+        n_neighbors: int = 5,
+        include_self: bool = True,
         n_heads: int = 10,
         entropy_weight: float = 5.0,
         clustering_views: str = "weak",
