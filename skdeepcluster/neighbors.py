@@ -59,10 +59,10 @@ def neighbor_graph_embedding(
     :math:`j` is one of the ``n_neighbors`` most cosine-similar rows of :math:`i`
     (:func:`mine_neighbors`), and returns the ``n_components`` leading non-trivial eigenvectors
     of its normalised Laplacian (Laplacian eigenmaps, Belkin and Niyogi 2003, computed by
-    :func:`sklearn.manifold.spectral_embedding`), each row scaled to unit length. Pretext
-    features are often only *locally* meaningful (on MNIST-test the 20 nearest SimCLR neighbours
-    share the sample's class 95.6 % of the time, yet k-means on the same features scores 0.61);
-    the embedding turns that neighbourhood structure into a global one (k-means on it: 0.96).
+    :func:`sklearn.manifold.spectral_embedding`), each row scaled to unit length. Use it when
+    features are meaningful only *locally* (good nearest neighbours, poor global geometry, as
+    SimCLR features are: ``docs/benchmarks.md``): the embedding turns that neighbourhood
+    structure into a global one.
 
     Parameters
     ----------

@@ -24,9 +24,8 @@ from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint
 
 #: ``threshold=None`` / ``n_neighbors=None`` are calibrated on this many random batches.
 CALIBRATION_BATCHES = 20
-#: Neighbours per sample in the graph behind ``label_features="spectral"``. k-means on the
-#: embedding of SimCLR features, k = 10 / 30: 0.966 / 0.961 on MNIST-test, 0.895 / 0.972 on the
-#: digits images (small data needs the wider graph; MNIST barely cares).
+#: Neighbours per sample in the graph behind ``label_features="spectral"`` (measured:
+#: docs/benchmarks.md, "where the pairwise labels come from").
 SPECTRAL_NEIGHBORS = 30
 #: ``max_epochs="auto"``: at least this many epochs and this many optimisation steps.
 AUTO_MIN_EPOCHS = 30
