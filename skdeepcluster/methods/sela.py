@@ -284,27 +284,20 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Training epochs; "auto": 100 (the paper: 400 on CIFAR; measured: ``docs/benchmarks.md``).
     batch_size : int, default=256
     lr : float, default=2e-3
-        AdamW learning rate, backbone and heads (the paper: SGD 0.05 with step decay).
-    lr_schedule : {"constant", "cosine"}, default="cosine"
-        "cosine" anneals the learning rate to 0 over training (the paper decays it in steps;
-        measured: ``docs/benchmarks.md``); "constant" keeps it.
+        Learning rate of backbone and heads (the paper: SGD 0.05, ``optimizer="sgd"``, with step
+        decay).
+    lr_schedule : {"constant", "cosine"}, default="constant"
+        "constant" keeps the learning rate (the paper decays it in steps; measured:
+        ``docs/benchmarks.md``); "cosine" anneals it to 0 over training.
     weight_decay : float, default=5e-2
-        AdamW (decoupled) weight decay; strong, so that the network does not simply memorise its
-        current labels between updates (the paper: 5e-4 with SGD; measured:
+        Weight decay (decoupled with AdamW); strong, so that the network does not simply
+        memorise its current labels between updates (the paper: 5e-4 with SGD; measured:
         ``docs/benchmarks.md``).
     augment : callable or None, default=None
         ``view = augment(batch)`` on the device, for training and for the predictions the labels
         are computed from; None for the data kind's default weak view
         (:func:`skdeepcluster.augment.default_augmentations`).
-    device : str or torch.device, default="cpu"
-        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the pretext, initialisation, initial labels, batching and augmentation; CPU runs
-        are repeatable.
-    verbose : int, default=0
-        Print a line per stage and skorch's per-epoch log.
-    callbacks : list or None, default=None
-        skorch callbacks (learning-rate schedule, checkpoint...).
+    {shared_parameters}
 
     Attributes
     ----------
@@ -336,14 +329,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         ``"pretext"`` (when SeLa fitted one) and ``"clustering"``.
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
-    net_ : skorch.NeuralNet
-        The skorch net that trained the model.
-    device_ : torch.device
-        The device the model lives on.
-    input_shape_ : tuple
-        Shape of one sample, ``(d,)`` or ``(c, h, w)``.
-    n_features_in_ : int
-        Values per sample.
+    {shared_attributes}
 
     Examples
     --------
@@ -381,9 +367,10 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         max_epochs: int | str = "auto",
         batch_size: int = 256,
         lr: float = 2e-3,
-        lr_schedule: str = "cosine",
+        lr_schedule: str = "constant",
         weight_decay: float = 5e-2,
         augment: Callable | None = None,
+        optimizer: str | Callable = "adamw",
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -403,6 +390,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
         self.augment = augment
+        self.optimizer = optimizer
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
