@@ -98,7 +98,9 @@ def cache_pretexts(directory: str) -> None:
         if os.path.exists(path):
             with open(path, "rb") as f:
                 return pickle.load(f)
+        start = time.perf_counter()
         fitted = fit(pretext, X, device=device, random_state=random_state, verbose=verbose)
+        print(f"pretext fitted in {time.perf_counter() - start:.1f} s (cached)", flush=True)
         with open(path, "wb") as f:
             pickle.dump(fitted, f)
         return fitted

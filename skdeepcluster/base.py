@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,11 +41,20 @@ _ACCEPTED_DEVICES = "'cpu', 'cuda', 'cuda:N' or a torch.device"
 #: Rows per batch of the forward passes over a whole data set (predict, features, relabelling).
 INFERENCE_BATCH = 256
 
+#: ``optimizer``: the names, and what each builds (skorch calls it with the parameter groups,
+#: ``lr`` and ``weight_decay``).
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adamw": torch.optim.AdamW,
+    "adam": torch.optim.Adam,  # weight decay as an L2 term in the gradient (coupled)
+    "sgd": functools.partial(torch.optim.SGD, momentum=0.9),  # the papers' momentum
+}
+
 #: The parameters every estimator of the package has, and what they accept.
 COMMON_CONSTRAINTS: dict[str, list] = {
     "batch_size": [Interval(Integral, 2, None, closed="left")],
     "lr": [Interval(Real, 0, None, closed="neither")],
     "weight_decay": [Interval(Real, 0, None, closed="left")],
+    "optimizer": [StrOptions(set(OPTIMIZERS)), callable],
     "augment": [callable, None],
     "device": [str, torch.device],
     "random_state": ["random_state"],
@@ -122,6 +132,38 @@ class FitInput:
     """X as the caller passed it (e.g. a NeighborFeatures carrying mined neighbours)."""
 
 
+#: ``{optimizer_parameter}`` in an estimator's docstring stands for this entry.
+OPTIMIZER_DOC = """optimizer : {"adamw", "adam", "sgd"} or callable, default="adamw"
+        "adamw": AdamW (decoupled weight decay); "adam": Adam with L2 weight decay; "sgd": SGD
+        with momentum 0.9; or a ``torch.optim`` class (or a factory such as
+        ``functools.partial(torch.optim.SGD, momentum=0.99)``) called as
+        ``optimizer(param_groups, lr=lr, weight_decay=weight_decay)``."""
+
+#: The parameters every method shares, documented once: ``{shared_parameters}`` in a method's
+#: docstring stands for them.
+SHARED_PARAMETERS_DOC = """{optimizer_parameter}
+    device : str or torch.device, default="cpu"
+        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
+    random_state : int, RandomState instance or None, default=None
+        Seeds every random step of the fit (pretext, initialisation, batching, augmentation);
+        CPU runs are repeatable.
+    verbose : int, default=0
+        Print a line per stage and skorch's per-epoch log.
+    callbacks : list or None, default=None
+        skorch callbacks (learning-rate schedules, checkpoints, early stopping on
+        ``train_loss``), copied into each of the method's own training stages."""
+
+#: The fitted attributes every method shares: ``{shared_attributes}`` stands for them.
+SHARED_ATTRIBUTES_DOC = """net_ : skorch.NeuralNet
+        The net of the last training stage.
+    device_ : torch.device
+        The device the model lives on.
+    input_shape_ : tuple
+        Shape of one sample, ``(d,)`` or ``(c, h, w)``.
+    n_features_in_ : int
+        Values per sample."""
+
+
 class DeepEstimatorMixin:
     """The fit skeleton and the helpers shared by every estimator of the package.
 
@@ -131,6 +173,16 @@ class DeepEstimatorMixin:
     """
 
     _parameter_constraints: dict = COMMON_CONSTRAINTS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__:  # the shared entries of the docstring, written once above
+            for token, text in (
+                ("{shared_parameters}", SHARED_PARAMETERS_DOC),
+                ("{shared_attributes}", SHARED_ATTRIBUTES_DOC),
+                ("{optimizer_parameter}", OPTIMIZER_DOC),
+            ):
+                cls.__doc__ = cls.__doc__.replace(token, text)
 
     # ------------------------------------------------------------------ the fit skeleton
     def fit(self, X: Any, y: Any = None) -> Any:
@@ -206,7 +258,9 @@ class DeepEstimatorMixin:
             objective=objective,
             data=data,
             log_terms=log_terms,
-            optimizer=torch.optim.AdamW,
+            optimizer=OPTIMIZERS[self.optimizer]
+            if isinstance(self.optimizer, str)
+            else self.optimizer,
             lr=self.lr if lr is None else lr,
             optimizer__weight_decay=self.weight_decay,
             optimizer__param_groups=groups,

@@ -100,11 +100,12 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         epochs on the 1,797 digits); how it was chosen: ``docs/benchmarks.md``.
     batch_size : int, default=256
     lr : float, default=3e-3
-        AdamW learning rate.
+        Learning rate.
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         ``view = augment(batch)`` on the device; None for the default weak view of the data
         kind (:func:`skdeepcluster.augment.default_augmentations`).
+    {optimizer_parameter}
     device : str or torch.device, default="cpu"
         "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
     random_state : int, RandomState instance or None, default=None
@@ -167,6 +168,7 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
         augment: Callable | None = None,
+        optimizer: str | Callable = "adamw",
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -180,6 +182,7 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         self.lr = lr
         self.weight_decay = weight_decay
         self.augment = augment
+        self.optimizer = optimizer
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -228,11 +231,12 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
     batch_size : int, default=256
         Images per batch before rotation (the network sees ``4 * batch_size``).
     lr : float, default=1e-3
-        AdamW learning rate.
+        Learning rate.
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         ``view = augment(batch)`` on the device, applied before rotating; None for the default weak
         image view (:func:`skdeepcluster.augment.default_augmentations`).
+    {optimizer_parameter}
     device : str or torch.device, default="cpu"
         "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
     random_state : int, RandomState instance or None, default=None
@@ -281,6 +285,7 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         augment: Callable | None = None,
+        optimizer: str | Callable = "adamw",
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -292,6 +297,7 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
         self.lr = lr
         self.weight_decay = weight_decay
         self.augment = augment
+        self.optimizer = optimizer
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -256,3 +256,43 @@ def test_methods_pass_their_stage_through_train(monkeypatch, blobs):
         ("C2BIN", "clustering"),
         ("DRC", "clustering"),
     }
+
+
+# ----------------------------------------------------------------------------- the optimiser
+
+
+@pytest.mark.filterwarnings("ignore")  # one-epoch fits collapse or stop Sinkhorn early
+@pytest.mark.parametrize("cls", [*METHODS, SimCLR])
+@pytest.mark.parametrize(
+    ("name", "expected", "momentum"),
+    [
+        ("adamw", torch.optim.AdamW, None),
+        ("adam", torch.optim.Adam, None),
+        ("sgd", torch.optim.SGD, 0.9),
+    ],
+)
+def test_optimizer_names_build_the_papers_optimisers(cls, name, expected, momentum, blobs):
+    """``optimizer`` reaches every training stage: "adam" is SCAN's, C2BIN's and DRC's paper
+    optimiser, "sgd" (momentum 0.9) SeLa's and LSD-C's."""
+    estimator = tiny_simclr if cls is SimCLR else lambda **kw: tiny(cls, pretext=None, **kw)
+    fitted = estimator(optimizer=name, weight_decay=0.25, lr=0.125).fit(blobs[0])
+    optimizer = fitted.net_.optimizer_
+    assert type(optimizer) is expected
+    group = optimizer.param_groups[-1]
+    assert group["weight_decay"] == 0.25 and group["lr"] <= 0.125
+    assert group.get("momentum") == momentum if momentum is not None else "momentum" not in group
+
+
+def test_optimizer_accepts_a_factory(blobs):
+    import functools
+
+    factory = functools.partial(torch.optim.SGD, momentum=0.5, nesterov=True)
+    fitted = tiny(SeLa, pretext=None, optimizer=factory).fit(blobs[0])
+    group = fitted.net_.optimizer_.param_groups[0]
+    assert type(fitted.net_.optimizer_) is torch.optim.SGD
+    assert group["momentum"] == 0.5 and group["nesterov"] is True
+
+
+def test_unknown_optimizer_names_the_accepted_ones(blobs):
+    with pytest.raises(ValueError, match=r"optimizer.*'adam'.*'adamw'.*'sgd'|optimizer.*sgd"):
+        tiny(LSDC, pretext=None, optimizer="lbfgs").fit(blobs[0])

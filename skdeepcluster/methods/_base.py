@@ -14,10 +14,11 @@ import torch
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
+from .._training import HeadLosses, select_head
 from .._validation import check_positive_int
 from ..backbones import Backbone, build_backbone, freeze_early_layers
 from ..base import DeepEstimatorMixin, FitInput, to_numpy
-from ..heads import ClusterModel, kmeans_heads
+from ..heads import ClusterModel, head_sizes_of, kmeans_heads
 from ..pretext import NAMED_PRETEXTS, fit_pretext, named_pretext, pretext_backbone
 
 #: ``n_clusters``: at least two clusters (one cluster is no clustering).
@@ -135,6 +136,17 @@ class DeepClusterMixin(DeepEstimatorMixin):
             self.histories_["pretext"] = history
         backbone = pretext_backbone(self.pretext_, self.device_)
         return freeze_early_layers(backbone) if freeze else backbone
+
+    def _keep_best_head(
+        self, trained: ClusterModel, head_losses: HeadLosses, n_clusters: int
+    ) -> None:
+        """Keep (as ``module_``, ``head_ = 0``) the head of ``n_clusters`` clusters with the
+        lowest mean loss over the last epoch (``head_losses_``, ``best_head_``)."""
+        self.head_losses_ = head_losses.means()
+        sizes = head_sizes_of(trained)
+        self.best_head_ = select_head(self.head_losses_, sizes, n_clusters)
+        self.module_ = trained.keep_heads([self.best_head_])
+        self.head_ = 0
 
     def _init_heads(self, fit: FitInput, module: ClusterModel, pretext: Any) -> None:
         """Start the heads as ``head_init`` says (``head_init_``): "auto" is "kmeans" with a

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
-from .._training import DeviceData, HeadLosses, select_head
+from .._training import DeviceData, HeadLosses
 from ..base import (
     COMMON_CONSTRAINTS,
     LR_SCHEDULE_CONSTRAINT,
@@ -51,12 +51,6 @@ class C2BINModel(ClusterModel):
         super().__init__(backbone, in_features, head_sizes)
         self.projector = mlp_head(in_features, hidden, projection_dim)
         self.predictor = mlp_head(projection_dim, hidden, projection_dim)
-
-    def keep_heads(self, indices: Sequence[int]) -> ClusterModel:
-        """The backbone with only the heads at ``indices`` (what prediction needs)."""
-        return ClusterModel(
-            self.backbone, self.in_features, heads=nn.ModuleList(self.heads[i] for i in indices)
-        )
 
 
 def _encoder(module: C2BINModel) -> nn.Sequential:
@@ -191,17 +185,14 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Training epochs; "auto": at least 60 epochs and 3,000 optimisation steps.
     batch_size : int, default=256
     lr : float, default=1e-3
-        AdamW learning rate (the paper: Adam 3e-4 on 100 GPU epochs).
+        Learning rate (the paper: Adam 3e-4, ``optimizer="adam"``, on 100 GPU epochs).
     lr_schedule : {"constant", "cosine"}, default="cosine"
         The paper anneals the learning rate to 0 (cosine).
     weight_decay : float, default=1e-4
         The paper: none.
     augment : callable or None, default=None
         View maker (both views are drawn from it); None for the data kind's default weak view.
-    device : str or torch.device, default="cpu"
-    random_state : int, RandomState instance or None, default=None
-    verbose : int, default=0
-    callbacks : list or None, default=None
+    {shared_parameters}
 
     Attributes
     ----------
@@ -224,10 +215,7 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Per epoch ``align``, ``contrast``, ``entropy`` and ``clusters_used`` (distinct argmax
         clusters of the first head per batch, mean over the batches).
     n_epochs_ : int
-    net_ : skorch.NeuralNet
-    device_ : torch.device
-    input_shape_ : tuple
-    n_features_in_ : int
+    {shared_attributes}
     """
 
     _parameter_constraints = {
@@ -273,6 +261,7 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         lr_schedule: str = "cosine",
         weight_decay: float = 1e-4,
         augment: Callable | None = None,
+        optimizer: str | Callable = "adamw",
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -298,6 +287,7 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
         self.augment = augment
+        self.optimizer = optimizer
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -350,10 +340,7 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
             log_terms=("align", "contrast", "entropy", "clusters_used"),
             lr_schedule=self.lr_schedule,
         )
-        self.head_losses_ = objective.head_losses.means()
-        self.best_head_ = select_head(self.head_losses_, sizes, sizes[0])
-        self.module_ = trained.keep_heads([self.best_head_])
-        self.head_ = 0
+        self._keep_best_head(trained, objective.head_losses, sizes[0])
 
     def _end_fit(self, X: np.ndarray) -> None:
         super()._end_fit(X)

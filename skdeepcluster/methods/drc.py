@@ -146,16 +146,13 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     batch_size : int, default=256
         Samples per batch before repetition (the paper's).
     lr : float, default=1e-3
-        AdamW learning rate (the paper: Adam 1e-4).
+        Learning rate (the paper: Adam 1e-4, ``optimizer="adam"``).
     lr_schedule : {"constant", "cosine"}, default="constant"
     weight_decay : float, default=1e-4
         The paper: none; weight decay also bounds the logit growth the dot-product AF rewards.
     augment : callable or None, default=None
         The augmented view; None for the data kind's default weak view.
-    device : str or torch.device, default="cpu"
-    random_state : int, RandomState instance or None, default=None
-    verbose : int, default=0
-    callbacks : list or None, default=None
+    {shared_parameters}
 
     Attributes
     ----------
@@ -172,10 +169,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Per epoch ``feature``, ``probability``, ``regularization`` (CR / N), ``logit_norm`` and
         ``clusters_used`` of the main head.
     n_epochs_ : int
-    net_ : skorch.NeuralNet
-    device_ : torch.device
-    input_shape_ : tuple
-    n_features_in_ : int
+    {shared_attributes}
     """
 
     _parameter_constraints = {
@@ -217,6 +211,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         lr_schedule: str = "constant",
         weight_decay: float = 1e-4,
         augment: Callable | None = None,
+        optimizer: str | Callable = "adamw",
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -240,6 +235,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.lr_schedule = lr_schedule
         self.weight_decay = weight_decay
         self.augment = augment
+        self.optimizer = optimizer
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

@@ -211,20 +211,12 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     batch_size : int, default=64
         Samples per batch (the paper: 256; measured: ``docs/benchmarks.md``).
     lr : float, default=1e-3
-        AdamW learning rate (the paper: SGD 0.1 with step decay).
+        Learning rate (the paper: SGD 0.1, ``optimizer="sgd"``, with step decay).
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         View maker :math:`x' = \mathrm{augment}(x)` on the device; None for the data kind's weak
         view (:func:`skdeepcluster.augment.default_augmentations`).
-    device : str or torch.device, default="cpu"
-        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the pretext, initialisation, batching, augmentation and composition; CPU runs are
-        repeatable.
-    verbose : int, default=0
-        Print a line per stage and skorch's per-epoch log.
-    callbacks : list or None, default=None
-        skorch callbacks.
+    {shared_parameters}
 
     Attributes
     ----------
@@ -253,14 +245,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Whether the early layers were kept fixed (``freeze_backbone`` resolved).
     label_features_ : str
         "online", "pretext" or "spectral" (``label_features`` resolved).
-    net_ : skorch.NeuralNet
-        The net that trained the model.
-    device_ : torch.device
-        The device the model lives on.
-    input_shape_ : tuple
-        Shape of one sample.
-    n_features_in_ : int
-        Values per sample.
+    {shared_attributes}
 
     Examples
     --------
@@ -307,6 +292,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         augment: Callable | None = None,
+        optimizer: str | Callable = "adamw",
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -329,6 +315,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.lr = lr
         self.weight_decay = weight_decay
         self.augment = augment
+        self.optimizer = optimizer
         self.device = device
         self.random_state = random_state
         self.verbose = verbose

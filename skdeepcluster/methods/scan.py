@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
-from .._training import DeviceData, HeadLosses, batched_forward, select_head
+from .._training import DeviceData, HeadLosses, batched_forward
 from ..augment import identity
 from ..backbones import Frozen, build_backbone
 from ..base import (
@@ -99,10 +99,15 @@ class SelfLabelObjective:
             raise KeyboardInterrupt  # skorch's way to end training early (as EarlyStopping)
 
 
-def count_confident(module: nn.Module, data: DeviceData, threshold: float) -> int:
-    """Samples of ``data`` whose (unaugmented) prediction exceeds ``threshold`` (strictly)."""
+def top_probabilities(module: nn.Module, data: DeviceData) -> Tensor:
+    """Each sample's highest cluster probability (unaugmented, first head)."""
     probs = torch.softmax(batched_forward(module, data, INFERENCE_BATCH, amp=True)[0], dim=1)
-    return int((probs.max(1).values > threshold).sum())
+    return probs.max(1).values
+
+
+def count_confident(module: nn.Module, data: DeviceData, threshold: float) -> int:
+    """Samples of ``data`` whose prediction exceeds ``threshold`` (strictly)."""
+    return int((top_probabilities(module, data) > threshold).sum())
 
 
 class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
@@ -163,27 +168,20 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     batch_size : int, default=128
         Anchors per batch of the clustering and self-labelling steps (the paper: 256).
     lr : float, default=1e-3
-        AdamW learning rate of the backbone in the clustering step (the paper: Adam 1e-4;
-        measured: ``docs/benchmarks.md``).
+        Learning rate of the backbone in the clustering step (the paper: Adam 1e-4,
+        ``optimizer="adam"``; measured: ``docs/benchmarks.md``).
     head_lr : float, default=1e-2
-        AdamW learning rate of the clustering heads in the clustering step (they start from
+        Learning rate of the clustering heads in the clustering step (they start from
         scratch).
     self_label_lr : float, default=1e-4
-        AdamW learning rate of the whole model during self-labelling (the paper's).
+        Learning rate of the whole model during self-labelling (the paper's).
     weight_decay : float, default=1e-4
     augment : callable or None, default=None
         Weak view maker for raw data; None for the data kind's default
         (:func:`skdeepcluster.augment.default_augmentations`); the strong view is built on it.
         Feature vectors (``pretext=None``) are not augmented during clustering; self-labelling
         uses vector noise and masking on them.
-    device : str or torch.device, default="cpu"
-        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the pretext, initialisation, batching and augmentation; CPU runs are repeatable.
-    verbose : int, default=0
-        Print a line per stage and skorch's per-epoch log.
-    callbacks : list or None, default=None
-        skorch callbacks, used in the clustering and self-labelling steps.
+    {shared_parameters}
 
     Attributes
     ----------
@@ -210,14 +208,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         ``"self_labelling"`` (with ``n_confident`` per epoch).
     n_epochs_ : int
         Clustering epochs (``max_epochs`` resolved).
-    net_ : skorch.NeuralNet
-        The net of the last training step.
-    device_ : torch.device
-        The device the model lives on.
-    input_shape_ : tuple
-        Shape of one sample.
-    n_features_in_ : int
-        Values per sample.
+    {shared_attributes}
 
     Examples
     --------
@@ -264,6 +255,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self_label_lr: float = 1e-4,
         weight_decay: float = 1e-4,
         augment: Callable | None = None,
+        optimizer: str | Callable = "adamw",
         device: str = "cpu",
         random_state: Any = None,
         verbose: int = 0,
@@ -286,6 +278,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.self_label_lr = self_label_lr
         self.weight_decay = weight_decay
         self.augment = augment
+        self.optimizer = optimizer
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -357,17 +350,11 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
             log_terms=("consistency", "entropy"),
             group_lrs={"heads.*": self.head_lr},
         )
-        self.head_losses_ = objective.head_losses.means()
-        self.best_head_ = select_head(
-            self.head_losses_, [self.n_clusters] * self.n_heads, self.n_clusters
-        )
-        self.module_ = trained.keep_heads([self.best_head_])
-        self.head_ = 0
+        self._keep_best_head(trained, objective.head_losses, self.n_clusters)
 
     def _self_label(self, fit: FitInput, weak: Callable, strong: Callable) -> None:
         """Sec. 2.3, from the kept head (skipped when no sample is confident)."""
-        probs = torch.softmax(self._forward_data(self.module_, fit.data)[0], dim=1)
-        confidence = probs.max(1).values
+        confidence = top_probabilities(self.module_, fit.data)
         self.n_confident_ = int((confidence > self.confidence_threshold).sum())
         if self.self_label_epochs == 0:
             return
