@@ -296,3 +296,19 @@ def test_optimizer_accepts_a_factory(blobs):
 def test_unknown_optimizer_names_the_accepted_ones(blobs):
     with pytest.raises(ValueError, match=r"optimizer.*'adam'.*'adamw'.*'sgd'|optimizer.*sgd"):
         tiny(LSDC, pretext=None, optimizer="lbfgs").fit(blobs[0])
+
+
+# ----------------------------------------------------------------------------- docstrings
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_every_fitted_attribute_is_documented_and_no_placeholder_is_left(cls, blobs):
+    """The shared docstring entries are filled in, and each public fitted attribute (``name_``)
+    has an entry in the class docstring."""
+    doc = cls.__doc__
+    assert "{" + "shared_parameters}" not in doc and "_attributes}" not in doc
+    fitted = tiny(cls, pretext=None).fit(blobs[0])
+    attributes = [a for a in vars(fitted) if a.endswith("_") and not a.startswith("_")]
+    assert {"labels_", "module_", "history_", "histories_", "pretext_"} <= set(attributes)
+    missing = [a for a in attributes if f"\n    {a} :" not in doc]
+    assert missing == []

@@ -30,12 +30,40 @@ def pretext_constraint(*extra_names: str) -> list:
     return [StrOptions({*NAMED_PRETEXTS, *extra_names}), HasMethods(["fit", "get_params"]), None]
 
 
+#: The fitted attributes every clustering method shares: ``{cluster_attributes}`` in a
+#: method's docstring stands for them.
+CLUSTER_ATTRIBUTES_DOC = """labels_ : ndarray of shape (n_samples,)
+        Clusters of the training samples (``predict`` on them).
+    pretext_ : transformer or None
+        The fitted pretext learner (None when the method fitted none).
+    histories_ : dict of skorch.History
+        One per stage: ``"pretext"`` (when the method fitted one), ``"clustering"`` and the
+        method's later stages.
+    history_ : skorch.History
+        Every epoch of the method's own stages in order, each tagged with its ``"stage"``."""
+
+#: ``{head_selection_attributes}``: the attributes of :meth:`DeepClusterMixin._keep_best_head`.
+HEAD_SELECTION_ATTRIBUTES_DOC = """best_head_ : int
+        The head kept: among the trained heads of ``n_clusters`` clusters, the one with the
+        lowest mean loss over the last epoch (the others are dropped from ``module_``).
+    head_losses_ : ndarray of shape (n_heads,)
+        Mean loss of each trained head over the last epoch."""
+
+
 class DeepClusterMixin(DeepEstimatorMixin):
     """``predict`` / ``predict_proba`` / ``labels_`` for estimators whose ``module_`` returns a
     list of head logits (``head_`` is the one the method selected), and the pieces of ``fit``
     every clustering method shares."""
 
     head_: int
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__:
+            cls.__doc__ = cls.__doc__.replace("{cluster_attributes}", CLUSTER_ATTRIBUTES_DOC)
+            cls.__doc__ = cls.__doc__.replace(
+                "{head_selection_attributes}", HEAD_SELECTION_ATTRIBUTES_DOC
+            )
 
     # ------------------------------------------------------------------ predictions
     def predict_proba(self, X: Any) -> np.ndarray:

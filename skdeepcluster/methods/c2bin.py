@@ -196,25 +196,22 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     Attributes
     ----------
-    labels_ : ndarray of shape (n_samples,)
-        Clusters of the training samples.
     module_ : torch.nn.Module
         Backbone and the kept head (``head_ = 0``).
     head_ : int
         Always 0.
     head_sizes_ : list of int
         Clusters of each trained head (the kept one is ``head_sizes_[best_head_]``).
-    best_head_ : int
-        The head kept: among those with ``n_clusters`` clusters, the lowest loss.
-    head_losses_ : ndarray
-        Mean cluster loss of each head over the last epoch.
+    {head_selection_attributes}
     n_clusters_used_ : int
         Clusters that hold at least one training sample; a warning is raised below half.
-    pretext_ : transformer or None
-    history_, histories_ : skorch.History, dict
-        Per epoch ``align``, ``contrast``, ``entropy`` and ``clusters_used`` (distinct argmax
-        clusters of the first head per batch, mean over the batches).
+    head_init_ : str
+        "kmeans" or "random" (``head_init`` resolved).
     n_epochs_ : int
+        The number of epochs trained (``max_epochs`` resolved).
+    {cluster_attributes}
+        Per epoch: ``align``, ``contrast``, ``entropy`` and ``clusters_used`` (distinct argmax
+        clusters of the first head per batch, mean over the batches).
     {shared_attributes}
     """
 

@@ -156,19 +156,19 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     Attributes
     ----------
-    labels_ : ndarray of shape (n_samples,)
-        Clusters of the training samples (the main head).
     module_ : torch.nn.Module
         Backbone and the main head (``head_ = 0``; the over-clustering head is dropped).
     head_ : int
         Always 0.
     n_clusters_used_ : int
         Clusters that hold at least one training sample; a warning is raised below half.
-    pretext_ : transformer or None
-    history_, histories_ : skorch.History, dict
-        Per epoch ``feature``, ``probability``, ``regularization`` (CR / N), ``logit_norm`` and
-        ``clusters_used`` of the main head.
+    head_init_ : str
+        "kmeans" or "random" (``head_init`` resolved).
     n_epochs_ : int
+        The number of epochs trained (``max_epochs`` resolved).
+    {cluster_attributes}
+        Per epoch: ``feature``, ``probability``, ``regularization`` (CR / N), ``logit_norm`` and
+        ``clusters_used`` of the main head.
     {shared_attributes}
     """
 

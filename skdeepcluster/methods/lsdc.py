@@ -220,31 +220,25 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     Attributes
     ----------
-    labels_ : ndarray of shape (n_samples,)
-        Clusters of the training samples.
     module_ : torch.nn.Module
         Backbone and linear head (``head_ = 0``).
     head_ : int
         Always 0 (one head).
-    pretext_ : transformer or None
-        The fitted pretext learner.
     threshold_ : float or None
         The threshold used (None for "knn").
     n_neighbors_ : int or None
         The ``k`` used ("knn" only, else None).
     composition_ : str or None
         The composition used ("ricap", "mixup" or None).
-    history_ : skorch.History
-        Per epoch: ``train_loss``, ``bce`` (eq. 5), ``consistency`` (eq. 8, unweighted) and
-        ``similar`` (fraction of similar pairs in the batches); ``"stage"`` is "clustering".
-    histories_ : dict of skorch.History
-        ``"pretext"`` (when LSDC fitted one) and ``"clustering"``.
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
     freeze_backbone_ : bool
         Whether the early layers were kept fixed (``freeze_backbone`` resolved).
     label_features_ : str
         "online", "pretext" or "spectral" (``label_features`` resolved).
+    {cluster_attributes}
+        Per epoch: ``train_loss``, ``bce`` (eq. 5), ``consistency`` (eq. 8, unweighted) and
+        ``similar`` (fraction of similar pairs in the batches).
     {shared_attributes}
 
     Examples

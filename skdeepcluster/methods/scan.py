@@ -185,29 +185,19 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     Attributes
     ----------
-    labels_ : ndarray of shape (n_samples,)
-        Clusters of the training samples.
     module_ : torch.nn.Module
-        Backbone (or feature standardisation) and the kept head.
+        Backbone (or feature standardisation) and the kept head (``head_ = 0``).
     head_ : int
-        Index of the kept head in ``module_`` (always 0: the others are dropped).
-    best_head_ : int
-        Which of the ``n_heads`` heads had the lowest loss.
-    head_losses_ : ndarray of shape (n_heads,)
-        Mean SCAN loss of each head over the last clustering epoch.
-    pretext_ : transformer or None
-        The fitted pretext learner (None on features).
+        Always 0.
+    {head_selection_attributes}
     neighbors_ : ndarray of shape (n_samples, n_neighbors)
         The mined neighbours (the sample itself not included).
     n_confident_ : int
         Training samples above ``confidence_threshold`` before self-labelling.
-    history_ : skorch.History
-        Every epoch of the clustering and self-labelling steps; ``"stage"`` says which.
-    histories_ : dict of skorch.History
-        One per stage: ``"pretext"`` (when SCAN fitted one), ``"clustering"`` and, when it ran,
-        ``"self_labelling"`` (with ``n_confident`` per epoch).
     n_epochs_ : int
         Clustering epochs (``max_epochs`` resolved).
+    {cluster_attributes}
+        The ``"self_labelling"`` stage records ``n_confident`` per epoch.
     {shared_attributes}
 
     Examples

@@ -301,8 +301,6 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
 
     Attributes
     ----------
-    labels_ : ndarray of shape (n_samples,)
-        Clusters of the training samples (``predict`` on X, head ``head_``).
     pseudo_labels_ : ndarray of shape (n_samples,)
         The last Sinkhorn labels of head ``head_``.
     head_pseudo_labels_ : ndarray of shape (n_heads, n_samples)
@@ -317,18 +315,14 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Mean cross-entropy of each head against its labels over the last epoch.
     label_update_epochs_ : ndarray of shape (n_label_updates,)
         Epochs at whose start the labels were recomputed.
-    pretext_ : transformer or None
-        The fitted pretext learner (None without one).
     head_init_ : str
         "kmeans" or "random" (``head_init`` resolved).
-    history_ : skorch.History
-        Per-epoch ``train_loss``; at the update epochs also ``label_change`` (fraction of labels
-        changed, mean over the heads) and ``sinkhorn_error`` (largest L1 error of the cluster
-        sums of the Sinkhorn plans over the heads); ``"stage"`` is "clustering".
-    histories_ : dict of skorch.History
-        ``"pretext"`` (when SeLa fitted one) and ``"clustering"``.
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
+    {cluster_attributes}
+        Per epoch ``train_loss``; at the update epochs also ``label_change`` (fraction of labels
+        changed, mean over the heads) and ``sinkhorn_error`` (largest L1 error of the cluster
+        sums of the Sinkhorn plans over the heads).
     {shared_attributes}
 
     Examples
