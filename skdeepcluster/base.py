@@ -173,15 +173,19 @@ class DeepEstimatorMixin:
     """
 
     _parameter_constraints: dict = COMMON_CONSTRAINTS
+    #: Docstring entries written once: each token in a subclass's docstring is replaced by its
+    #: text, in this order (``{shared_parameters}`` holds ``{optimizer_parameter}``). Subclasses
+    #: extend the dict with their own shared entries.
+    _docstring_entries: dict[str, str] = {
+        "{shared_parameters}": SHARED_PARAMETERS_DOC,
+        "{shared_attributes}": SHARED_ATTRIBUTES_DOC,
+        "{optimizer_parameter}": OPTIMIZER_DOC,
+    }
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__doc__:  # the shared entries of the docstring, written once above
-            for token, text in (
-                ("{shared_parameters}", SHARED_PARAMETERS_DOC),
-                ("{shared_attributes}", SHARED_ATTRIBUTES_DOC),
-                ("{optimizer_parameter}", OPTIMIZER_DOC),
-            ):
+        if cls.__doc__:
+            for token, text in cls._docstring_entries.items():
                 cls.__doc__ = cls.__doc__.replace(token, text)
 
     # ------------------------------------------------------------------ the fit skeleton

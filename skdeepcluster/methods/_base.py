@@ -56,14 +56,11 @@ class DeepClusterMixin(DeepEstimatorMixin):
     every clustering method shares."""
 
     head_: int
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.__doc__:
-            cls.__doc__ = cls.__doc__.replace("{cluster_attributes}", CLUSTER_ATTRIBUTES_DOC)
-            cls.__doc__ = cls.__doc__.replace(
-                "{head_selection_attributes}", HEAD_SELECTION_ATTRIBUTES_DOC
-            )
+    _docstring_entries = {
+        **DeepEstimatorMixin._docstring_entries,
+        "{cluster_attributes}": CLUSTER_ATTRIBUTES_DOC,
+        "{head_selection_attributes}": HEAD_SELECTION_ATTRIBUTES_DOC,
+    }
 
     # ------------------------------------------------------------------ predictions
     def predict_proba(self, X: Any) -> np.ndarray:
