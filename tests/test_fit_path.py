@@ -51,6 +51,17 @@ METHODS = [SCAN, SeLa, LSDC, C2BIN, DRC]
 # ----------------------------------------------------------------------------- the pretext builder
 
 
+@pytest.mark.parametrize("cls", [SeLa, C2BIN])
+@pytest.mark.parametrize(("shape", "uses_simclr"), [((40, 6), False), ((40, 8, 8), True)])
+def test_auto_pretext_is_simclr_for_images_only(one_epoch_pretexts, cls, shape, uses_simclr):
+    assert cls().pretext == "auto"  # the default
+    X = np.random.default_rng(0).random(shape, dtype=np.float32)
+    model = tiny(cls, pretext="auto", batch_size=16).fit(X)
+    assert isinstance(model.pretext_, SimCLR) == uses_simclr
+    assert (model.pretext_ is None) != uses_simclr
+    assert model.head_init_ == ("kmeans" if uses_simclr else "random")
+
+
 def test_user_pretext_gets_the_methods_seed_and_device(blobs):
     """B7: a user pretext left unseeded used to train unseeded (random_state=None), so
     SCAN(pretext=SimCLR(), random_state=0) was not repeatable. B1: it also kept its own

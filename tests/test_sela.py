@@ -187,16 +187,6 @@ def test_pretext_backbone_is_used_and_not_modified():
     assert model.predict(X).shape == (120,)
 
 
-@pytest.mark.parametrize(("shape", "uses_simclr"), [((40, 6), False), ((40, 8, 8), True)])
-def test_auto_pretext_is_simclr_for_images_only(
-    one_epoch_pretexts, monkeypatch, shape, uses_simclr
-):
-    X = np.random.default_rng(0).random(shape, dtype=np.float32)
-    model = tiny(pretext="auto", batch_size=16).fit(X)
-    assert isinstance(model.pretext_, SimCLR) == uses_simclr
-    assert (model.pretext_ is None) != uses_simclr
-
-
 @pytest.mark.parametrize(
     ("pretext", "head_init", "expected"),
     [

@@ -139,6 +139,13 @@ class DeepClusterMixin(DeepEstimatorMixin):
         return [self._check_n_clusters(n_clusters, n_samples)] * n_heads
 
     # ------------------------------------------------------------------ the network
+    @staticmethod
+    def _resolve_pretext(pretext: Any, X: np.ndarray) -> Any:
+        """``pretext="auto"``: "simclr" for images (4-d X), None for vectors; others unchanged."""
+        if isinstance(pretext, str) and pretext == "auto":
+            return "simclr" if X.ndim == 4 else None
+        return pretext
+
     def _initial_backbone(
         self, fit: FitInput, pretext: Any, body: nn.Module | None = None, freeze: bool = False
     ) -> Backbone:

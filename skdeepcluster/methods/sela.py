@@ -434,9 +434,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.label_update_epochs_ = label_update_epochs(
             self.n_epochs_ if self.n_label_updates is None else self.n_label_updates, self.n_epochs_
         )
-        pretext = self.pretext
-        if isinstance(pretext, str) and pretext == "auto":
-            pretext = "simclr" if fit.X.ndim == 4 else None
+        pretext = self._resolve_pretext(self.pretext, fit.X)
         backbone = self._initial_backbone(fit, pretext, body=self.backbone)
         module = ClusterModel(backbone, backbone.out_features, sizes)
         self._init_heads(fit, module, pretext)
