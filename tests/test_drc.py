@@ -165,12 +165,18 @@ def tiny(**kwargs):
     return DRC(**{**dict(n_clusters=3, max_epochs=2, batch_size=64, random_state=0), **kwargs})
 
 
-def test_objective_is_eq_10_from_the_pure_functions_and_both_views_get_gradients(blobs):
+@pytest.mark.parametrize(
+    ("w_af", "w_ap", "lam"), [(1.0, 1.0, 0.01), (0.0, 1.0, 0.01), (1.0, 0.0, 0.0)]
+)
+def test_objective_is_eq_10_from_the_pure_functions_and_both_views_get_gradients(
+    blobs, w_af, w_ap, lam
+):
+    """Eq. (10) with the term weights (1, 1, lambda in the paper; 0 is an ablation)."""
     torch.manual_seed(0)
     module = drc_module.ClusterModel(torch.nn.Linear(6, 8), 8, [3, 5])
     data = drc_module.DeviceData(blobs[0], torch.device("cpu"))
     objective = drc_module.DRCObjective(
-        lambda x: x, lambda x: x + 0.1, 0.5, 0.95, 0.01, "dot", "cosine", 2
+        lambda x: x, lambda x: x + 0.1, 0.5, 0.95, lam, w_af, w_ap, "dot", "cosine", 2
     )
     idx = torch.arange(20)
     out = objective.loss(module, data, idx)
@@ -179,12 +185,14 @@ def test_objective_is_eq_10_from_the_pure_functions_and_both_views_get_gradients
     for head_logits in module(torch.cat([x, x + 0.1])):
         z, z_aug = head_logits.chunk(2)
         p, p_aug = torch.softmax(z, 1), torch.softmax(z_aug, 1)
-        expected = expected + drc_feature_loss(z, z_aug, 0.5) + drc_probability_loss(p, p_aug)
-        expected = expected + 0.01 * drc_cluster_regularization(p)
+        expected = expected + w_af * drc_feature_loss(z, z_aug, 0.5)
+        expected = expected + w_ap * drc_probability_loss(p, p_aug)
+        expected = expected + lam * drc_cluster_regularization(p)
+    assert expected.item() > 0
     torch.testing.assert_close(out["loss"], expected)
     z = module.heads[0].weight
     out["loss"].backward()
-    assert z.grad is not None and torch.isfinite(z.grad).all()
+    assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
 def test_drc_clusters_easy_blobs(blobs):
@@ -209,6 +217,11 @@ def test_bad_parameters_are_refused(blobs):
         tiny(feature_similarity="l1").fit(blobs[0])
     with pytest.raises(ValueError, match="n_overclusters=500 must not exceed"):
         tiny(n_overclusters=500).fit(blobs[0])
+    with pytest.raises(
+        ValueError,
+        match=r"'probability_weight' parameter of DRC must be a float in the range \[0.0, inf\)",
+    ):
+        tiny(probability_weight=-1.0).fit(blobs[0])
 
 
 @parametrize_with_checks(
