@@ -323,3 +323,33 @@ def test_every_fitted_attribute_is_documented_and_no_placeholder_is_left(cls, bl
     assert {"labels_", "module_", "history_", "histories_", "pretext_"} <= set(attributes)
     missing = [a for a in attributes if f"\n    {a} :" not in doc]
     assert missing == []
+
+
+# ----------------------------------------------------------------------------- what every user does
+
+
+@pytest.mark.parametrize("cls", METHODS)
+def test_repeatable_picklable_and_grid_searchable(cls, blobs):
+    """Same ``random_state``, same labels; a pickled model predicts the same probabilities; a
+    Pipeline in GridSearchCV scored by ``acc_scorer`` refits the best setting."""
+    import pickle
+
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = blobs
+    first, again = tiny(cls).fit(X), tiny(cls).fit(X)
+    np.testing.assert_array_equal(first.labels_, again.labels_)
+    loaded = pickle.loads(pickle.dumps(first))
+    np.testing.assert_allclose(loaded.predict_proba(X), first.predict_proba(X), rtol=0, atol=0)
+    assert loaded.predict_proba(X).shape == (len(X), 3)
+    step = cls.__name__.lower()
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), tiny(cls)),
+        {f"{step}__batch_size": [24, 32]},
+        scoring=acc_scorer,
+        cv=2,
+    ).fit(X, y)
+    assert search.best_params_[f"{step}__batch_size"] in (24, 32)
+    assert 0.0 <= search.best_score_ <= 1.0
+    assert search.best_estimator_.predict(X).shape == (len(X),)
