@@ -147,8 +147,8 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     pretext : {"simclr", "rotnet"}, transformer or None, default=None
         None trains from scratch in one stage (the paper); with a pretext the backbone starts
         from it and the heads as k-means classifiers of its features (``head_init``). On the
-        digits images a SimCLR start measured no better and costs the pretext's time
-        (``docs/benchmarks.md``).
+        digits images a SimCLR start measured no better (on MNIST-test, one seed, it did:
+        ``docs/benchmarks.md``).
     head_init : {"auto", "kmeans", "random"}, default="auto"
         "auto": "kmeans" with a pretext, "random" from scratch.
     backbone : torch.nn.Module or None, default=None
