@@ -139,13 +139,6 @@ class DeepClusterMixin(DeepEstimatorMixin):
         return [self._check_n_clusters(n_clusters, n_samples)] * n_heads
 
     # ------------------------------------------------------------------ the network
-    @staticmethod
-    def _resolve_pretext(pretext: Any, X: np.ndarray) -> Any:
-        """``pretext="auto"``: "simclr" for images (4-d X), None for vectors; others unchanged."""
-        if isinstance(pretext, str) and pretext == "auto":
-            return "simclr" if X.ndim == 4 else None
-        return pretext
-
     def _initial_backbone(
         self, fit: FitInput, pretext: Any, body: nn.Module | None = None, freeze: bool = False
     ) -> Backbone:
@@ -155,8 +148,11 @@ class DeepClusterMixin(DeepEstimatorMixin):
         it is fitted on X (``pretext_``, its history in ``histories_["pretext"]``) and a copy of
         its backbone is returned, with everything before the last block frozen if ``freeze``.
         With ``pretext=None`` a new backbone for X's shape is built around ``body`` (a copy; None
-        for the default).
+        for the default). ``pretext="auto"`` (for the methods that accept it) is "simclr" for
+        images (4-d X) and None for vectors.
         """
+        if isinstance(pretext, str) and pretext == "auto":
+            pretext = "simclr" if fit.X.ndim == 4 else None
         self.pretext_ = None
         if pretext is None:
             return build_backbone(fit.data.sample, None if body is None else copy.deepcopy(body))
@@ -180,13 +176,14 @@ class DeepClusterMixin(DeepEstimatorMixin):
         self.module_ = trained.keep_heads([self.best_head_])
         self.head_ = 0
 
-    def _init_heads(self, fit: FitInput, module: ClusterModel, pretext: Any) -> None:
-        """Start the heads as ``head_init`` says (``head_init_``): "auto" is "kmeans" with a
-        pretext and "random" from scratch; "kmeans" sets each head to the nearest-centroid
-        classifier of a k-means of the backbone's features (:func:`~heads.kmeans_heads`).
+    def _init_heads(self, fit: FitInput, module: ClusterModel) -> None:
+        """Start the heads as ``head_init`` says (``head_init_``): "auto" is "kmeans" after a
+        pretext (``pretext_``, set by :meth:`_initial_backbone`) and "random" from scratch;
+        "kmeans" sets each head to the nearest-centroid classifier of a k-means of the
+        backbone's features (:func:`~heads.kmeans_heads`).
         """
         self.head_init_ = self.head_init
         if self.head_init == "auto":
-            self.head_init_ = "random" if pretext is None else "kmeans"
+            self.head_init_ = "random" if self.pretext_ is None else "kmeans"
         if self.head_init_ == "kmeans":
             kmeans_heads(module.heads, self._forward_data(module.backbone, fit.data), fit.seed)

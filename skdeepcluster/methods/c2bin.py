@@ -311,12 +311,11 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.n_epochs_ = resolve_max_epochs(
             self.max_epochs, len(fit.X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
         )
-        pretext = self._resolve_pretext(self.pretext, fit.X)
-        backbone = self._initial_backbone(fit, pretext, body=self.backbone)
+        backbone = self._initial_backbone(fit, self.pretext, body=self.backbone)
         module = C2BINModel(
             backbone, backbone.out_features, sizes, self.hidden_dim, self.projection_dim
         )
-        self._init_heads(fit, module, pretext)
+        self._init_heads(fit, module)
         weak, _ = self._views(fit.data)
         objective = C2BINObjective(
             weak,

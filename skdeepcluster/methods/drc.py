@@ -277,7 +277,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         )
         backbone = self._initial_backbone(fit, self.pretext, body=self.backbone)
         module = ClusterModel(backbone, backbone.out_features, sizes)
-        self._init_heads(fit, module, self.pretext)
+        self._init_heads(fit, module)
         weak, _ = self._views(fit.data)
         original = original_view(fit.data.sample) if self.views == "original" else weak
         objective = DRCObjective(

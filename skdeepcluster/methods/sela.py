@@ -434,10 +434,9 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.label_update_epochs_ = label_update_epochs(
             self.n_epochs_ if self.n_label_updates is None else self.n_label_updates, self.n_epochs_
         )
-        pretext = self._resolve_pretext(self.pretext, fit.X)
-        backbone = self._initial_backbone(fit, pretext, body=self.backbone)
+        backbone = self._initial_backbone(fit, self.pretext, body=self.backbone)
         module = ClusterModel(backbone, backbone.out_features, sizes)
-        self._init_heads(fit, module, pretext)
+        self._init_heads(fit, module)
         weak, _ = self._views(fit.data)
         objective = SeLaObjective(
             weak,
