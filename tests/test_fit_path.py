@@ -51,7 +51,7 @@ METHODS = [SCAN, SeLa, LSDC, C2BIN, DRC]
 # ----------------------------------------------------------------------------- the pretext builder
 
 
-@pytest.mark.parametrize("cls", [SeLa, C2BIN])
+@pytest.mark.parametrize("cls", [SeLa, C2BIN, DRC])
 @pytest.mark.parametrize(("shape", "uses_simclr"), [((40, 6), False), ((40, 8, 8), True)])
 def test_auto_pretext_is_simclr_for_images_only(one_epoch_pretexts, cls, shape, uses_simclr):
     assert cls().pretext == "auto"  # the default
