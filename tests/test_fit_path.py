@@ -3,6 +3,7 @@
 Several tests here fail on main at e6dd4a8 (review B1, B4, B5, B7): each says which.
 """
 
+import pickle
 import warnings
 
 import numpy as np
@@ -11,6 +12,8 @@ import torch
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from skorch.history import History
 
 from skdeepcluster import C2BIN, DRC, LSDC, SCAN, RotNet, SeLa, SimCLR
@@ -332,11 +335,6 @@ def test_every_fitted_attribute_is_documented_and_no_placeholder_is_left(cls, bl
 def test_repeatable_picklable_and_grid_searchable(cls, blobs):
     """Same ``random_state``, same labels; a pickled model predicts the same probabilities; a
     Pipeline in GridSearchCV scored by ``acc_scorer`` refits the best setting."""
-    import pickle
-
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     X, y = blobs
     quick = dict(pretext=None)  # SCAN's and LSDC's default SimCLR pretext would train for minutes
     first, again = tiny(cls, **quick).fit(X), tiny(cls, **quick).fit(X)
