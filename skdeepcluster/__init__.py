@@ -6,13 +6,14 @@ from .methods.lsdc import LSDC
 from .methods.scan import SCAN
 from .methods.sela import SeLa
 from .neighbors import NeighborFeatures, NeighborMiner
-from .pretext import RotNet, SimCLR
+from .pretext import AutoEncoder, RotNet, SimCLR
 
 __all__ = [
     "C2BIN",
     "DRC",
     "LSDC",
     "SCAN",
+    "AutoEncoder",
     "NeighborFeatures",
     "NeighborMiner",
     "RotNet",

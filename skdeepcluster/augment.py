@@ -5,6 +5,8 @@ its own random parameters per sample from torch's global generator (estimators s
 ``random_state``), and contains no per-sample Python: one batch, a handful of tensor operations.
 
 - :class:`VectorAugment`: Gaussian noise scaled to each feature's spread, and feature masking.
+- :class:`MarginalCorruption`: SCARF's corruption, entries replaced by draws from their
+  feature's empirical marginal.
 - :class:`ImageAugment`: random resized crop (+ optional small rotation) and flip in one affine
   resampling, colour jitter (brightness, contrast, saturation), random grayscale.
 - :class:`StrongImageAugment`: ``n_ops`` random operations per sample out of a RandAugment-like
@@ -64,6 +66,32 @@ class VectorAugment:
         if self.mask_prob > 0:
             out = out * (torch.rand_like(x) >= self.mask_prob)
         return out
+
+
+class MarginalCorruption:
+    """SCARF's corruption of feature vectors (Bahri et al., ICLR 2022).
+
+    Each entry is replaced, with probability ``prob``, by the same feature of a random row of
+    ``pool`` (the training data), i.e. by a draw from that feature's empirical marginal. The
+    corrupted vector stays on every feature's own scale and support (integers stay integers,
+    a binary feature stays binary), where zero-masking and Gaussian noise leave the data's range.
+
+    Parameters
+    ----------
+    pool : Tensor of shape (m, d)
+        Training rows the replacements are drawn from (all of X, or a random subset).
+    prob : float
+        Probability of replacing an entry, in ``[0, 1]``.
+    """
+
+    def __init__(self, pool: Tensor, prob: float = 0.2) -> None:
+        self.pool = pool
+        self.prob = prob
+
+    def __call__(self, x: Tensor) -> Tensor:
+        rows = torch.randint(len(self.pool), x.shape, device=x.device)
+        replacement = torch.gather(self.pool.to(x.dtype), 0, rows)
+        return torch.where(torch.rand_like(x, dtype=torch.float32) < self.prob, replacement, x)
 
 
 def _affine_resample(x: Tensor, theta: Tensor, padding: str = "zeros") -> Tensor:

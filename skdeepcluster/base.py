@@ -18,6 +18,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -105,6 +106,20 @@ def resolve_max_epochs(
         batches = batches_per_epoch(n_samples, batch_size)
         return max(min_epochs, -(-min_steps // batches))
     return int(max_epochs)
+
+
+def warn_constant_features(X: np.ndarray) -> None:
+    """Warn when feature vectors hold constant columns: standardisation maps them to 0 (as every
+    backbone and the vector views do), so they take no part in the clustering."""
+    constant = np.flatnonzero(np.ptp(X, axis=0) == 0)
+    if len(constant):
+        shown = ", ".join(map(str, constant[:10])) + (", ..." if len(constant) > 10 else "")
+        warnings.warn(
+            f"X has {len(constant)} constant feature(s) of {X.shape[1]} (columns {shown}); they "
+            "carry no information and are ignored (standardised to 0)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def to_numpy(t: Tensor) -> np.ndarray:
@@ -204,6 +219,8 @@ class DeepEstimatorMixin:
         self
         """
         checked = self._validate_input(X, reset=True)
+        if checked.ndim == 2:
+            warn_constant_features(checked)
         self._validate_params()
         self._check_params(checked)
         self.device_ = resolve_device(self.device)

@@ -8,6 +8,8 @@
   updated after every optimiser step (BYOL's target, C2BIN's follower).
 - :func:`kmeans_heads`: start linear heads as the nearest-centroid classifier of a k-means of
   features, so the first assignments are a k-means partition instead of a random one.
+- :func:`manifold_partition` and :func:`fit_linear_head`: a k-means partition of a t-SNE
+  embedding (the manifold step of the vector path), and a linear head fitted to a partition.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from ._validation import check_number, check_positive_int
 
 #: :func:`kmeans_heads` fits k-means on at most this many samples (a random subset).
 KMEANS_MAX_SAMPLES = 20_000
+#: :func:`manifold_heads` embeds at most this many samples (a random subset).
+MANIFOLD_MAX_SAMPLES = 10_000
+#: Weight decay of the linear fit in :func:`fit_linear_head`: bounds the logits (separable
+#: partitions would otherwise drive them to infinity) while keeping the fit's assignments.
+HEAD_FIT_WEIGHT_DECAY = 1e-3
 
 
 def mlp_head(
@@ -204,3 +211,73 @@ def kmeans_heads(heads: Sequence[nn.Linear], features: Tensor, seed: int) -> lis
         logits = F.linear(f, head.weight.detach().cpu(), head.bias.detach().cpu())
         agreement.append(float((logits.argmax(1) == sq_dist.argmin(1)).float().mean()))
     return agreement
+
+
+def fit_linear_head(
+    head: nn.Linear, features: Tensor, labels: Tensor, max_iter: int = 100
+) -> float:
+    """Fit ``head`` in place as a multinomial logistic regression of ``labels`` on ``features``.
+
+    Full-batch L-BFGS on the mean cross-entropy plus ``HEAD_FIT_WEIGHT_DECAY * ||W||^2``, started
+    from zero weights, on the CPU in float32.
+
+    Returns
+    -------
+    float
+        The fraction of ``features`` whose argmax logit is their label.
+    """
+    f = features.detach().float().cpu()
+    y = torch.as_tensor(labels, dtype=torch.long).cpu()
+    weight = torch.zeros(head.out_features, f.shape[1], requires_grad=True)
+    bias = torch.zeros(head.out_features, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(F.linear(f, weight, bias), y)
+        loss = loss + HEAD_FIT_WEIGHT_DECAY * weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        head.weight.copy_(weight.to(head.weight.device))
+        head.bias.copy_(bias.to(head.bias.device))
+        return float((F.linear(f, weight, bias).argmax(1) == y).float().mean())
+
+
+def manifold_partition(
+    manifold_input: Tensor, sizes: Sequence[int], seed: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """k-means partitions, one per size in ``sizes``, of the t-SNE embedding of
+    ``manifold_input``: the manifold step of the vector path.
+
+    On vectors, a k-means of the t-SNE embedding (:func:`~skdeepcluster.neighbors.tsne_embedding`)
+    follows the data's manifold, where a k-means of the features themselves cuts across it
+    (``docs/benchmarks.md``). The embedding is computed once, on at most
+    :data:`MANIFOLD_MAX_SAMPLES` rows (a random subset); partition ``h`` uses k-means seed
+    ``seed + h``.
+
+    Returns
+    -------
+    rows : ndarray of int
+        The embedded rows, sorted.
+    labels : list of ndarray
+        Per size, the partition of ``rows``.
+    """
+    from .neighbors import tsne_embedding
+
+    rng = np.random.default_rng(seed)
+    n = len(manifold_input)
+    rows = (
+        np.sort(rng.choice(n, MANIFOLD_MAX_SAMPLES, replace=False))
+        if n > MANIFOLD_MAX_SAMPLES
+        else np.arange(n)
+    )
+    embedding = tsne_embedding(manifold_input[torch.as_tensor(rows)], random_state=seed)
+    labels = [
+        KMeans(k, n_init=10, random_state=seed + h).fit_predict(embedding).astype(np.int64)
+        for h, k in enumerate(sizes)
+    ]
+    return rows, labels

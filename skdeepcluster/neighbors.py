@@ -97,6 +97,51 @@ def neighbor_graph_embedding(
     return torch.as_tensor(embedding, dtype=torch.float32, device=features.device)
 
 
+#: :func:`tsne_embedding` reduces wider features to this many principal components first.
+TSNE_MAX_INPUT_DIM = 50
+
+
+def tsne_embedding(features: Tensor, random_state: int | None = None) -> np.ndarray:
+    """Two-dimensional t-SNE embedding of ``features`` (van der Maaten and Hinton, 2008).
+
+    The manifold step of the vector path (as N2D embeds its autoencoder features before
+    clustering them): t-SNE keeps each sample's neighbourhood and pulls clusters apart, so a
+    k-means of the embedding follows the data's manifold where a k-means of the features cuts
+    across it (digits as 64-d vectors: 0.79 -> 0.95 ACC, ``docs/benchmarks.md``). Features wider
+    than :data:`TSNE_MAX_INPUT_DIM` are reduced by PCA first (the usual t-SNE practice, and it
+    bounds the cost). scikit-learn's Barnes-Hut :class:`~sklearn.manifold.TSNE` does the work, with
+    perplexity ``min(30, (n - 1) / 3)`` so that small data sets are accepted.
+
+    Parameters
+    ----------
+    features : Tensor of shape (n_samples, d)
+        At least 4 samples.
+    random_state : int or None, default=None
+        Seeds the PCA and t-SNE.
+
+    Returns
+    -------
+    ndarray of shape (n_samples, 2), float32
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = to_numpy(features.float()).astype(np.float64)
+    n = len(x)
+    if n < 4:
+        raise ValueError(f"a t-SNE embedding needs at least 4 samples, got {n}")
+    if x.shape[1] > TSNE_MAX_INPUT_DIM and n > TSNE_MAX_INPUT_DIM:
+        x = PCA(TSNE_MAX_INPUT_DIM, random_state=random_state).fit_transform(x)
+    tsne = TSNE(
+        2,
+        perplexity=min(30.0, (n - 1) / 3),
+        init="pca",
+        random_state=random_state,
+        n_jobs=torch.get_num_threads(),
+    )
+    return tsne.fit_transform(x).astype(np.float32)
+
+
 class NeighborFeatures(np.ndarray):
     """A features array that carries the indices of each row's mined neighbours.
 

@@ -4,6 +4,7 @@ builder every clustering method calls (:func:`fit_pretext`)."""
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
@@ -15,6 +16,7 @@ from sklearn.utils._param_validation import Interval
 from torch import Tensor, nn
 
 from ._training import DeviceData
+from .augment import MarginalCorruption
 from .backbones import Backbone, build_backbone
 from .base import (
     COMMON_CONSTRAINTS,
@@ -31,6 +33,9 @@ from .losses import nt_xent
 #: SimCLR's ``max_epochs="auto"``: at least this many epochs and this many optimisation steps.
 AUTO_MIN_EPOCHS = 60
 AUTO_MIN_STEPS = 1500
+#: AutoEncoder's ``max_epochs="auto"``.
+AUTOENCODER_AUTO_MIN_EPOCHS = 50
+AUTOENCODER_AUTO_MIN_STEPS = 1000
 #: RotNet's ``max_epochs="auto"``.
 ROTNET_AUTO_MIN_EPOCHS = 30
 ROTNET_AUTO_MIN_STEPS = 0
@@ -49,10 +54,27 @@ class SimCLRObjective:
         return {"loss": nt_xent(z_a, z_b, self.temperature)}
 
 
+#: The parameters every pretext transformer shares: ``{pretext_parameters}`` stands for them.
+PRETEXT_PARAMETERS_DOC = """device : str or torch.device, default="cpu"
+        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, batching and the random views; runs on the CPU are repeatable.
+    verbose : int, default=0
+        Print skorch's per-epoch log.
+    callbacks : list or None, default=None
+        skorch callbacks (learning-rate schedule, checkpoint, early stopping on ``train_loss``...).
+        They are copied before training (the parameter is never modified); the trained copies are
+        in ``net_.callbacks_``."""
+
+
 class PretextMixin(DeepEstimatorMixin):
     """What every pretext transformer offers the clustering methods: a fitted ``backbone_``."""
 
     backbone_: Backbone
+    _docstring_entries = {
+        **DeepEstimatorMixin._docstring_entries,
+        "{pretext_parameters}": PRETEXT_PARAMETERS_DOC,
+    }
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -106,16 +128,7 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         ``view = augment(batch)`` on the device; None for the default weak view of the data
         kind (:func:`skdeepcluster.augment.default_augmentations`).
     {optimizer_parameter}
-    device : str or torch.device, default="cpu"
-        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, batching and augmentation; runs on the CPU are repeatable.
-    verbose : int, default=0
-        Print skorch's per-epoch log.
-    callbacks : list or None, default=None
-        skorch callbacks (learning-rate schedule, checkpoint, early stopping on ``train_loss``...).
-        They are copied before training (the parameter is never modified); the trained copies are
-        in ``net_.callbacks_``.
+    {pretext_parameters}
 
     Attributes
     ----------
@@ -237,14 +250,7 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
         ``view = augment(batch)`` on the device, applied before rotating; None for the default weak
         image view (:func:`skdeepcluster.augment.default_augmentations`).
     {optimizer_parameter}
-    device : str or torch.device, default="cpu"
-        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, batching and augmentation; runs on the CPU are repeatable.
-    verbose : int, default=0
-        Print skorch's per-epoch log.
-    callbacks : list or None, default=None
-        skorch callbacks (learning-rate schedule, checkpoint, early stopping on ``train_loss``...).
+    {pretext_parameters}
 
     Attributes
     ----------
@@ -328,8 +334,175 @@ class RotNet(PretextMixin, TransformerMixin, BaseEstimator):
         self._train_pretext(module, RotNetObjective(weak), fit, log_terms=("accuracy",))
 
 
+class AutoEncoderModel(nn.Module):
+    """Encoder (a :class:`~skdeepcluster.backbones.Backbone`, input standardisation included)
+    and decoder; ``forward`` returns the reconstruction in the standardised space."""
+
+    def __init__(self, backbone: Backbone, decoder: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.backbone(x))
+
+
+class AutoEncoderObjective:
+    """Reconstruct each standardised clean sample from its corrupted view (mean squared error)."""
+
+    def __init__(self, corrupt: Callable[[Tensor], Tensor]) -> None:
+        self.corrupt = corrupt
+
+    def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
+        x = data[idx].float()
+        target = module.backbone.standardize(x)
+        return {"loss": nn.functional.mse_loss(module(self.corrupt(x)).float(), target)}
+
+
+def _mlp(widths: list[int]) -> nn.Sequential:
+    """``Linear -> ReLU`` between consecutive widths, no activation after the last Linear."""
+    layers: list[nn.Module] = []
+    for w_in, w_out in itertools.pairwise(widths):
+        layers += [nn.Linear(w_in, w_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers[:-1])
+
+
+class AutoEncoder(PretextMixin, TransformerMixin, BaseEstimator):
+    """Denoising autoencoder pretext learning for feature vectors, as a transformer.
+
+    The autoencoder that N2D (McConville et al., ICPR 2020), DEC and IDEC pretrain: an encoder
+    ``d-500-500-2000-embedding_dim`` and its mirror image as decoder, trained to reconstruct the
+    standardised input (mean squared error). Its input is corrupted as SCARF does
+    (:class:`~skdeepcluster.augment.MarginalCorruption`: a fraction ``corruption`` of the entries
+    replaced by draws from their feature's marginal), which makes it a denoising autoencoder.
+    ``transform`` returns the encoder's embeddings; a clustering method given
+    ``pretext="autoencoder"`` starts from the encoder, and with ``head_init="manifold"`` from a
+    partition of the t-SNE embedding of those embeddings (N2D's manifold step).
+
+    Vectors only: images get SimCLR or RotNet, which know what a view of an image is.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module or None, default=None
+        Encoder mapping a batch of vectors to ``(batch, features)``; copied, never modified.
+        None builds N2D's ``d-500-500-2000-embedding_dim`` encoder. Inputs are standardised
+        before it.
+    embedding_dim : int, default=10
+        Width of the default encoder's output (N2D and DEC: the number of clusters, 10).
+    hidden : sequence of int, default=(500, 500, 2000)
+        Hidden widths of the default encoder (the decoder mirrors them).
+    corruption : float, default=0.2
+        Fraction of entries replaced by draws from their marginal in the encoder's input; 0 for
+        a plain autoencoder.
+    max_epochs : int or "auto", default="auto"
+        Training epochs. "auto": at least 50 epochs and 1,000 optimisation steps.
+    batch_size : int, default=256
+    lr : float, default=1e-3
+        Learning rate.
+    weight_decay : float, default=0.0
+    augment : callable or None, default=None
+        ``view = augment(batch)`` on the device, the encoder's input; None for the marginal
+        corruption above.
+    {optimizer_parameter}
+    {pretext_parameters}
+
+    Attributes
+    ----------
+    backbone_ : torch.nn.Module
+        The trained encoder (with input standardisation).
+    module_ : torch.nn.Module
+        Encoder and decoder.
+    net_ : skorch.NeuralNet
+        The skorch net that trained it.
+    history_ : skorch.History
+        Per-epoch ``train_loss`` (the reconstruction error) and timings.
+    histories_ : dict of skorch.History
+        ``{"pretext": history_}``.
+    n_epochs_ : int
+        The number of epochs trained (``max_epochs`` resolved).
+    device_ : torch.device
+        The device the encoder lives on.
+    input_shape_ : tuple
+        ``(d,)``.
+    n_features_in_ : int
+        Features per sample.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skdeepcluster import AutoEncoder
+    >>> X, _ = load_digits(return_X_y=True)
+    >>> AutoEncoder(max_epochs=2, random_state=0).fit_transform(X).shape
+    (1797, 10)
+    """
+
+    _parameter_constraints = {
+        **COMMON_CONSTRAINTS,
+        "backbone": [nn.Module, None],
+        "embedding_dim": [Interval(Integral, 1, None, closed="left")],
+        "hidden": [list, tuple],
+        "corruption": [Interval(Real, 0, 1, closed="both")],
+        "max_epochs": epochs_constraint(0),
+    }
+    _auto_epochs = (AUTOENCODER_AUTO_MIN_EPOCHS, AUTOENCODER_AUTO_MIN_STEPS)
+
+    def __init__(
+        self,
+        backbone: nn.Module | None = None,
+        *,
+        embedding_dim: int = 10,
+        hidden: tuple[int, ...] = (500, 500, 2000),
+        corruption: float = 0.2,
+        max_epochs: int | str = "auto",
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        augment: Callable | None = None,
+        optimizer: str | Callable = "adamw",
+        device: str = "cpu",
+        random_state: Any = None,
+        verbose: int = 0,
+        callbacks: list | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.embedding_dim = embedding_dim
+        self.hidden = hidden
+        self.corruption = corruption
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.augment = augment
+        self.optimizer = optimizer
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _check_params(self, X: np.ndarray) -> None:
+        if X.ndim != 2:
+            raise ValueError(
+                "AutoEncoder is for feature vectors (n_samples, n_features); got images of "
+                f"shape {X.shape}. Use SimCLR or RotNet for images."
+            )
+        if not all(isinstance(w, Integral) and w >= 1 for w in self.hidden):
+            raise ValueError(f"hidden must hold positive integers, got {self.hidden!r}")
+
+    def _fit(self, fit: FitInput) -> None:
+        d = fit.X.shape[1]
+        if self.backbone is None:
+            body = _mlp([d, *self.hidden, self.embedding_dim])
+        else:
+            body = copy.deepcopy(self.backbone)
+        backbone = build_backbone(fit.data.sample, body)
+        decoder = _mlp([backbone.out_features, *reversed(self.hidden), d]).to(self.device_)
+        corrupt = self.augment or MarginalCorruption(fit.data.sample.float(), self.corruption)
+        module = AutoEncoderModel(backbone, decoder)
+        self._train_pretext(module, AutoEncoderObjective(corrupt), fit)
+
+
 #: The pretexts a clustering method can name in its ``pretext`` parameter.
-NAMED_PRETEXTS: dict[str, type] = {"simclr": SimCLR, "rotnet": RotNet}
+NAMED_PRETEXTS: dict[str, type] = {"simclr": SimCLR, "rotnet": RotNet, "autoencoder": AutoEncoder}
 
 
 def named_pretext(name: str, **params: Any) -> BaseEstimator:
@@ -375,4 +548,4 @@ def pretext_backbone(pretext: Any, device: torch.device) -> Backbone:
     return backbone
 
 
-__all__ = ["NAMED_PRETEXTS", "RotNet", "SimCLR", "fit_pretext", "pretext_backbone"]
+__all__ = ["NAMED_PRETEXTS", "AutoEncoder", "RotNet", "SimCLR", "fit_pretext", "pretext_backbone"]

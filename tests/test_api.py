@@ -326,7 +326,7 @@ def test_warns_when_no_sample_is_confident(blobs):
         scan.fit(blobs[0])
     assert scan.n_confident_ == 0
     assert "self_labelling" not in scan.histories_
-    assert set(scan.history_[:, "stage"]) == {"clustering"}
+    assert set(scan.history_[:, "stage"]) == {"manifold_start", "clustering"}
     assert scan.labels_.shape == (len(blobs[0]),)  # the clustering step's result is kept
 
 
@@ -355,7 +355,11 @@ def test_callbacks_are_used_and_history_is_kept(blobs):
 
     EpochCounter.epochs = 0
     scan = tiny_scan(
-        pretext=None, max_epochs=4, self_label_epochs=2, callbacks=[("count", counter)]
+        pretext=None,
+        head_init="random",  # no manifold start: two stages
+        max_epochs=4,
+        self_label_epochs=2,
+        callbacks=[("count", counter)],
     ).fit(X)
     assert EpochCounter.epochs == 4 + 2  # clustering and self-labelling both use them
     assert set(scan.histories_) == {"clustering", "self_labelling"}
@@ -373,3 +377,14 @@ def test_callbacks_are_used_and_history_is_kept(blobs):
     assert all(0 <= e <= np.log(3) + 1e-6 for e in clustering[:, "entropy"])
     assert all(c == 1.0 for c in self_labelling[:, "confident"])  # threshold 0: all confident
     assert counter.epochs == 6 and vars(counter) == {}  # the user's instance was not modified
+
+
+def test_callbacks_reach_the_manifold_start_too(blobs):
+    EpochCounter.epochs = 0
+    scan = tiny_scan(
+        pretext=None, max_epochs=4, self_label_epochs=2, callbacks=[("count", EpochCounter())]
+    ).fit(blobs[0])
+    start = scan.histories_["manifold_start"]
+    assert len(start) >= 5
+    assert EpochCounter.epochs == len(start) + 4 + 2
+    assert scan.history_[:, "stage"][: len(start)] == ["manifold_start"] * len(start)

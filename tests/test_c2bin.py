@@ -13,6 +13,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skdeepcluster import C2BIN, SimCLR
 from skdeepcluster.losses import c2bin_alignment_loss, c2bin_cluster_loss, nt_xent
+from skdeepcluster.methods import _base as methods_base
 from skdeepcluster.methods import c2bin as c2bin_module
 
 pairs = st.tuples(st.integers(1, 12), st.integers(1, 8), st.integers(0, 2**16))
@@ -257,9 +258,17 @@ def test_collapse_is_warned(blobs):
         )
 
 
-def test_pretext_start_uses_kmeans_heads(blobs):
+def test_pretext_start_on_vectors_embeds_the_pretext_features(blobs, monkeypatch):
+    embedded = []
+    real = methods_base.manifold_partition
+    monkeypatch.setattr(
+        methods_base,
+        "manifold_partition",
+        lambda x, *a, **kw: embedded.append(x.shape) or real(x, *a, **kw),
+    )
     model = tiny(pretext=SimCLR(max_epochs=1, batch_size=64), max_epochs=1).fit(blobs[0])
-    assert model.head_init_ == "kmeans" and model.pretext_ is not None
+    assert model.head_init_ == "manifold" and model.pretext_ is not None
+    assert embedded == [(len(blobs[0]), model.pretext_.backbone_.out_features)]
 
 
 @parametrize_with_checks(

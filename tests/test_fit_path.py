@@ -62,7 +62,7 @@ def test_auto_pretext_is_simclr_for_images_only(one_epoch_pretexts, cls, shape, 
     model = tiny(cls, pretext="auto", batch_size=16).fit(X)
     assert isinstance(model.pretext_, SimCLR) == uses_simclr
     assert (model.pretext_ is None) != uses_simclr
-    assert model.head_init_ == ("kmeans" if uses_simclr else "random")
+    assert model.head_init_ == ("kmeans" if uses_simclr else "manifold")
 
 
 def test_user_pretext_gets_the_methods_seed_and_device(blobs):
@@ -263,11 +263,15 @@ def test_methods_pass_their_stage_through_train(monkeypatch, blobs):
         tiny(cls, pretext=tiny_simclr()).fit(blobs[0])
     assert ("SimCLR", "pretext") in calls
     assert {c for c in calls if c[0] != "SimCLR"} == {
+        ("SCAN", "manifold_start"),
         ("SCAN", "clustering"),
         ("SCAN", "self_labelling"),
+        ("SeLa", "manifold_start"),  # vectors: the manifold start
         ("SeLa", "clustering"),
         ("LSDC", "clustering"),
+        ("C2BIN", "manifold_start"),
         ("C2BIN", "clustering"),
+        ("DRC", "manifold_start"),
         ("DRC", "clustering"),
     }
 
@@ -352,3 +356,22 @@ def test_repeatable_picklable_and_grid_searchable(cls, blobs):
     assert search.best_params_[f"{step}__batch_size"] in (24, 32)
     assert 0.0 <= search.best_score_ <= 1.0
     assert search.best_estimator_.predict(X).shape == (len(X),)
+
+
+# ----------------------------------------------------------------------------- vectors
+
+
+@pytest.mark.parametrize("cls", [*METHODS, SimCLR])
+def test_constant_features_are_reported_by_column(cls):
+    X = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    X[:, [1, 3]] = 7.0
+    estimator = tiny_simclr() if cls is SimCLR else tiny(cls, pretext=None)
+    with pytest.warns(UserWarning, match=r"2 constant feature\(s\) of 5 \(columns 1, 3\)"):
+        estimator.fit(X)
+
+
+def test_no_constant_feature_warning_without_one():
+    X = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*constant feature")
+        tiny(DRC, pretext=None).fit(X)

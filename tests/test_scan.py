@@ -114,7 +114,8 @@ def test_scan_fitted_attributes_and_predictions(request, blobs, fixture):
     assert scan.best_head_ == int(np.argmin(scan.head_losses_))
     assert scan.head_ == 0
     assert 0 < scan.n_confident_ <= n  # self-labelling ran
-    assert set(scan.history_[:, "stage"]) == {"clustering", "self_labelling"}
+    # vectors: the manifold start first (head_init="auto")
+    assert set(scan.history_[:, "stage"]) == {"manifold_start", "clustering", "self_labelling"}
 
     proba = scan.predict_proba(X)
     assert proba.shape == (n, N_CLUSTERS)
@@ -177,7 +178,7 @@ def test_scan_fit_predict_matches_labels(blobs):
         warnings.simplefilter("error")  # self_label_epochs=0: no self-labelling warning either
         labels = scan.fit_predict(X)
     np.testing.assert_array_equal(labels, scan.labels_)
-    assert set(scan.history_[:, "stage"]) == {"clustering"}
+    assert set(scan.history_[:, "stage"]) == {"manifold_start", "clustering"}
 
 
 # ----------------------------------------------------------------------------- the objectives

@@ -91,7 +91,8 @@ def test_fit_records_the_schedule(blobs):
     X, _ = blobs
     model = tiny(n_clusters=4, max_epochs=6, n_label_updates=3, batch_size=100).fit(X)
     np.testing.assert_array_equal(model.label_update_epochs_, label_update_epochs(3, 6))
-    updates = [i for i, row in enumerate(model.history_) if "label_change" in row]
+    clustering = [row for row in model.history_ if row["stage"] == "clustering"]
+    updates = [i for i, row in enumerate(clustering) if "label_change" in row]
     assert updates == list(model.label_update_epochs_)
 
 
@@ -190,8 +191,8 @@ def test_pretext_backbone_is_used_and_not_modified():
 @pytest.mark.parametrize(
     ("pretext", "head_init", "expected"),
     [
-        (None, "auto", "random"),
-        ("simclr", "auto", "kmeans"),
+        (None, "auto", "manifold"),  # vectors
+        ("simclr", "auto", "manifold"),
         (None, "kmeans", "kmeans"),
         ("simclr", "random", "random"),
     ],

@@ -11,15 +11,23 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
 from .._training import HeadLosses, select_head
 from .._validation import check_positive_int
-from ..backbones import Backbone, build_backbone, freeze_early_layers
-from ..base import DeepEstimatorMixin, FitInput, to_numpy
-from ..heads import ClusterModel, head_sizes_of, kmeans_heads
+from ..backbones import Backbone, Standardize, build_backbone, freeze_early_layers
+from ..base import DeepEstimatorMixin, FitInput, resolve_max_epochs, to_numpy
+from ..heads import ClusterModel, fit_linear_head, head_sizes_of, kmeans_heads, manifold_partition
 from ..pretext import NAMED_PRETEXTS, fit_pretext, named_pretext, pretext_backbone
+
+#: The manifold start (:meth:`DeepClusterMixin._manifold_start`) trains at least this many
+#: epochs and this many optimisation steps, and at most ``MANIFOLD_START_MAX_EPOCHS`` epochs
+#: (small data sets make few batches per epoch).
+MANIFOLD_START_MIN_EPOCHS = 5
+MANIFOLD_START_MIN_STEPS = 100
+MANIFOLD_START_MAX_EPOCHS = 20
 
 #: ``n_clusters``: at least two clusters (one cluster is no clustering).
 N_CLUSTERS_CONSTRAINT = [Interval(Integral, 2, None, closed="left")]
@@ -50,17 +58,44 @@ HEAD_SELECTION_ATTRIBUTES_DOC = """best_head_ : int
         Mean loss of each trained head over the last epoch."""
 
 
+#: ``{head_init_parameter}``: the ``head_init`` parameter of the methods that have one.
+HEAD_INIT_DOC = """head_init : {"auto", "kmeans", "manifold", "random"}, default="auto"
+        How the heads start. "random": PyTorch's default initialisation (the papers). "kmeans":
+        each head is the nearest-centroid classifier of a k-means of the backbone's features
+        (:func:`skdeepcluster.heads.kmeans_heads`). "manifold": the manifold start, network and
+        heads trained briefly to reproduce a k-means partition of a t-SNE embedding of the
+        pretext features (or of the input without a pretext). "auto": "manifold" for vectors
+        (not the papers; measured: ``docs/benchmarks.md``), {pretext_head_init} for images with
+        a pretext, "random" for images from scratch."""
+
+#: ``{head_init_attributes}``: the fitted attributes that go with ``head_init``.
+HEAD_INIT_ATTRIBUTES_DOC = """head_init_ : str
+        "kmeans", "manifold" or "random" (``head_init`` resolved).
+    manifold_agreement_ : list of float
+        With the manifold start only: per head, the fraction of the partitioned samples the
+        head assigns to their partition cluster when the start ends."""
+
+
 class DeepClusterMixin(DeepEstimatorMixin):
     """``predict`` / ``predict_proba`` / ``labels_`` for estimators whose ``module_`` returns a
     list of head logits (``head_`` is the one the method selected), and the pieces of ``fit``
     every clustering method shares."""
 
     head_: int
+    #: ``head_init="auto"`` for images after a pretext.
+    _pretext_head_init = "kmeans"
     _docstring_entries = {
         **DeepEstimatorMixin._docstring_entries,
         "{cluster_attributes}": CLUSTER_ATTRIBUTES_DOC,
         "{head_selection_attributes}": HEAD_SELECTION_ATTRIBUTES_DOC,
+        "{head_init_parameter}": HEAD_INIT_DOC,
+        "{head_init_attributes}": HEAD_INIT_ATTRIBUTES_DOC,
     }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__:
+            cls.__doc__ = cls.__doc__.replace("{pretext_head_init}", f'"{cls._pretext_head_init}"')
 
     # ------------------------------------------------------------------ predictions
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -177,13 +212,79 @@ class DeepClusterMixin(DeepEstimatorMixin):
         self.head_ = 0
 
     def _init_heads(self, fit: FitInput, module: ClusterModel) -> None:
-        """Start the heads as ``head_init`` says (``head_init_``): "auto" is "kmeans" after a
-        pretext (``pretext_``, set by :meth:`_initial_backbone`) and "random" from scratch;
-        "kmeans" sets each head to the nearest-centroid classifier of a k-means of the
-        backbone's features (:func:`~heads.kmeans_heads`).
+        """Start the heads as ``head_init`` says (``head_init_``).
+
+        "auto" is "manifold" for vectors, "kmeans" for images after a pretext (``pretext_``, set
+        by :meth:`_initial_backbone`) and "random" for images from scratch. "kmeans" sets each
+        head to the nearest-centroid classifier of a k-means of the backbone's features
+        (:func:`~heads.kmeans_heads`). "manifold" is the manifold start of the vector path
+        (:meth:`_manifold_start`).
         """
         self.head_init_ = self.head_init
         if self.head_init == "auto":
-            self.head_init_ = "random" if self.pretext_ is None else "kmeans"
+            if fit.X.ndim == 2:
+                self.head_init_ = "manifold"
+            else:
+                self.head_init_ = "random" if self.pretext_ is None else self._pretext_head_init
         if self.head_init_ == "kmeans":
             kmeans_heads(module.heads, self._forward_data(module.backbone, fit.data), fit.seed)
+        elif self.head_init_ == "manifold":
+            self._manifold_start(fit, module)
+
+    def _manifold_start(self, fit: FitInput, module: ClusterModel) -> None:
+        """Train ``module`` to reproduce, with each head, a k-means partition of the t-SNE
+        embedding of the data (:func:`~heads.manifold_partition`), before the method's own loss.
+
+        The embedded space is the pretext's features, or without a pretext the standardised
+        input (an untrained backbone's features are no better than its input). The heads are
+        first fitted to the partitions by logistic regression on the backbone's features
+        (:func:`~heads.fit_linear_head`), then backbone and heads are trained by cross-entropy
+        to them for a short stage, ``histories_["manifold_start"]``: a linear head on an
+        untrained backbone reproduces only part of a partition that follows the manifold.
+        ``manifold_agreement_`` is the fraction of the partitioned samples each head assigns to
+        their partition cluster at the end.
+        """
+        features = self._forward_data(module.backbone, fit.data)
+        embedded = features if self.pretext_ is not None else self._standardized_input(fit)
+        sizes = [head.out_features for head in module.heads]
+        rows, labels = manifold_partition(embedded, sizes, fit.seed)
+        targets = torch.full((len(sizes), len(fit.X)), -1, dtype=torch.long)
+        for h, (head, head_labels) in enumerate(zip(module.heads, labels, strict=True)):
+            fit_linear_head(head, features[torch.as_tensor(rows)], torch.as_tensor(head_labels))
+            targets[h, torch.as_tensor(rows)] = torch.as_tensor(head_labels)
+        targets = targets.to(self.device_)
+        epochs = resolve_max_epochs(
+            "auto", len(fit.X), self.batch_size, MANIFOLD_START_MIN_EPOCHS, MANIFOLD_START_MIN_STEPS
+        )
+        epochs = min(epochs, MANIFOLD_START_MAX_EPOCHS)
+        self._train("manifold_start", module, PartitionObjective(targets), fit.data, epochs)
+        with torch.no_grad():
+            logits = self._forward_data(module, fit.data)
+        self.manifold_agreement_ = [
+            float((to_numpy(head_logits.argmax(1))[rows] == head_labels).mean())
+            for head_logits, head_labels in zip(logits, labels, strict=True)
+        ]
+
+    def _standardized_input(self, fit: FitInput) -> torch.Tensor:
+        """X as floats, standardised as a new backbone would (:class:`~backbones.Standardize`),
+        one row per sample (images flattened)."""
+        x = fit.data.as_float()
+        with torch.no_grad():
+            return Standardize.from_data(fit.data.sample).to(x.device)(x).flatten(1)
+
+
+class PartitionObjective:
+    """Cross-entropy of every head's logits to that head's partition, averaged over heads and
+    labelled samples; label -1 (a sample outside the partitioned subset) is ignored."""
+
+    def __init__(self, targets: torch.Tensor) -> None:
+        self.targets = targets  # (n_heads, n_samples)
+
+    def loss(self, module: nn.Module, data: Any, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        targets = self.targets[:, idx]
+        labelled = (targets >= 0).sum().clamp_min(1)  # a batch may hold no partitioned sample
+        total = sum(
+            F.cross_entropy(logits.float(), targets[h], ignore_index=-1, reduction="sum")
+            for h, logits in enumerate(module(data[idx]))
+        )
+        return {"loss": total / labelled}

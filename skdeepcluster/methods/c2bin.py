@@ -177,8 +177,7 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         as k-means classifiers of its features (``head_init``); None trains from scratch in one
         stage (the paper). "auto": "simclr" for images, None for vectors. Departs from the
         paper: a SimCLR start measured better on digits images (``docs/benchmarks.md``).
-    head_init : {"auto", "kmeans", "random"}, default="auto"
-        "auto": "kmeans" with a pretext, "random" from scratch.
+    {head_init_parameter}
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch to ``(batch, features)`` when training from scratch; None picks
         one from X's shape.
@@ -206,8 +205,7 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     {head_selection_attributes}
     n_clusters_used_ : int
         Clusters that hold at least one training sample; a warning is raised below half.
-    head_init_ : str
-        "kmeans" or "random" (``head_init`` resolved).
+    {head_init_attributes}
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
     {cluster_attributes}
@@ -230,7 +228,7 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         "hidden_dim": [Interval(Integral, 1, None, closed="left")],
         "projection_dim": [Interval(Integral, 1, None, closed="left")],
         "pretext": pretext_constraint("auto"),
-        "head_init": [StrOptions({"auto", "kmeans", "random"})],
+        "head_init": [StrOptions({"auto", "kmeans", "manifold", "random"})],
         "backbone": [nn.Module, None],
         "max_epochs": epochs_constraint(1),
         "lr_schedule": LR_SCHEDULE_CONSTRAINT,

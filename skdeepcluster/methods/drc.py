@@ -153,8 +153,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         stage (the paper). "auto": "simclr" for images, None for vectors. Departs from the
         paper: a SimCLR start measured better on digits and MNIST-test images
         (``docs/benchmarks.md``).
-    head_init : {"auto", "kmeans", "random"}, default="auto"
-        "auto": "kmeans" with a pretext, "random" from scratch.
+    {head_init_parameter}
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch to ``(batch, features)`` when training from scratch; None picks
         one from X's shape.
@@ -180,8 +179,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Always 0.
     n_clusters_used_ : int
         Clusters that hold at least one training sample; a warning is raised below half.
-    head_init_ : str
-        "kmeans" or "random" (``head_init`` resolved).
+    {head_init_attributes}
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
     {cluster_attributes}
@@ -204,7 +202,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         "n_repeats": [Interval(Integral, 1, None, closed="left")],
         "views": [StrOptions({"original", "symmetric"})],
         "pretext": pretext_constraint("auto"),
-        "head_init": [StrOptions({"auto", "kmeans", "random"})],
+        "head_init": [StrOptions({"auto", "kmeans", "manifold", "random"})],
         "backbone": [nn.Module, None],
         "max_epochs": epochs_constraint(1),
         "lr_schedule": LR_SCHEDULE_CONSTRAINT,

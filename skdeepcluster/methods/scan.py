@@ -157,6 +157,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     confidence_threshold : float, default=0.99
         Self-labelling confidence threshold (a sample is confident when its top probability is
         strictly above it).
+    {head_init_parameter}
     max_epochs : int or "auto", default="auto"
         Epochs of the clustering step; "auto": 30 (the paper: 100; see ``docs/benchmarks.md``).
     self_label_epochs : int or "auto", default=10
@@ -190,6 +191,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     head_ : int
         Always 0.
     {head_selection_attributes}
+    {head_init_attributes}
     neighbors_ : ndarray of shape (n_samples, n_neighbors)
         The mined neighbours (the sample itself not included).
     n_confident_ : int
@@ -208,6 +210,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     >>> labels = SCAN(n_clusters=10, random_state=0).fit_predict(X)  # doctest: +SKIP
     """
 
+    _pretext_head_init = "random"  # the paper's heads start at random after the pretext
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_clusters": N_CLUSTERS_CONSTRAINT,
@@ -218,6 +221,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         "entropy_weight": [Interval(Real, 0, None, closed="left")],
         "clustering_views": [StrOptions({"weak", "strong"})],
         "confidence_threshold": [Interval(Real, 0, 1, closed="both")],
+        "head_init": [StrOptions({"auto", "kmeans", "manifold", "random"})],
         "max_epochs": epochs_constraint(1),
         "self_label_epochs": epochs_constraint(0),
         "update_backbone": ["boolean"],
@@ -236,6 +240,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         entropy_weight: float = 5.0,
         clustering_views: str = "weak",
         confidence_threshold: float = 0.99,
+        head_init: str = "auto",
         max_epochs: int | str = "auto",
         self_label_epochs: int | str = 10,
         update_backbone: bool = True,
@@ -259,6 +264,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.entropy_weight = entropy_weight
         self.clustering_views = clustering_views
         self.confidence_threshold = confidence_threshold
+        self.head_init = head_init
         self.max_epochs = max_epochs
         self.self_label_epochs = self_label_epochs
         self.update_backbone = update_backbone
@@ -307,6 +313,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
                 backbone = Frozen(backbone)
         neighbors = self._neighbors(carried, embeddings)
         model = ClusterModel(backbone, embeddings.shape[1], [self.n_clusters] * self.n_heads)
+        self._init_heads(fit, model)
         self._cluster(fit, model, views, neighbors)
         self._self_label(fit, weak_view, strong)
 

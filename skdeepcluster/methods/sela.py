@@ -271,12 +271,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         ``device``, ``random_state`` and ``verbose`` unless set on it; None trains from scratch
         (the paper). "auto": "simclr" for images, None for vectors (measured:
         ``docs/benchmarks.md``).
-    head_init : {"auto", "kmeans", "random"}, default="auto"
-        How the heads start. "random": PyTorch's default initialisation (the paper). "kmeans":
-        each head is the nearest-centroid classifier of a k-means of the backbone's features
-        (:func:`skdeepcluster.heads.kmeans_heads`), so the first Sinkhorn labels are a balanced
-        k-means partition. "auto": "kmeans" with a pretext, "random" from scratch (measured:
-        ``docs/benchmarks.md``).
+    {head_init_parameter}
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch of raw inputs to ``(batch, features)`` when training from scratch
         (copied, never modified); None picks one from X's shape. Ignored with a ``pretext``.
@@ -315,8 +310,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Mean cross-entropy of each head against its labels over the last epoch.
     label_update_epochs_ : ndarray of shape (n_label_updates,)
         Epochs at whose start the labels were recomputed.
-    head_init_ : str
-        "kmeans" or "random" (``head_init`` resolved).
+    {head_init_attributes}
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
     {cluster_attributes}
@@ -341,7 +335,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         "n_label_updates": [Interval(Integral, 1, None, closed="left"), None],
         "cluster_marginal": ["array-like", None],
         "pretext": pretext_constraint("auto"),
-        "head_init": [StrOptions({"auto", "kmeans", "random"})],
+        "head_init": [StrOptions({"auto", "kmeans", "manifold", "random"})],
         "backbone": [nn.Module, None],
         "max_epochs": epochs_constraint(1),
         "lr_schedule": LR_SCHEDULE_CONSTRAINT,
