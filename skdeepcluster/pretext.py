@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any
@@ -531,7 +532,9 @@ def fit_pretext(
     estimator.set_params(
         **{k: v for k, v in given.items() if k in names and left_at_default(estimator, k)}
     )
-    return estimator.fit(X)
+    with warnings.catch_warnings():  # the method has reported them already
+        warnings.filterwarnings("ignore", message=r"X has \d+ constant feature")
+        return estimator.fit(X)
 
 
 def pretext_backbone(pretext: Any, device: torch.device) -> Backbone:

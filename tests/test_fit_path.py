@@ -268,6 +268,7 @@ def test_methods_pass_their_stage_through_train(monkeypatch, blobs):
         ("SCAN", "self_labelling"),
         ("SeLa", "manifold_start"),  # vectors: the manifold start
         ("SeLa", "clustering"),
+        ("LSDC", "manifold_start"),
         ("LSDC", "clustering"),
         ("C2BIN", "manifold_start"),
         ("C2BIN", "clustering"),
@@ -375,3 +376,12 @@ def test_no_constant_feature_warning_without_one():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*constant feature")
         tiny(DRC, pretext=None).fit(X)
+
+
+def test_constant_features_are_reported_once_with_a_pretext(one_epoch_pretexts):
+    X = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    X[:, 2] = 0.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny(DRC, pretext="simclr").fit(X)
+    assert sum("constant feature" in str(w.message) for w in caught) == 1

@@ -422,7 +422,7 @@ def test_auto_epochs_give_the_minimum_steps(monkeypatch, blobs):
     monkeypatch.setattr(lsdc_module, "AUTO_MIN_EPOCHS", 2)
     monkeypatch.setattr(lsdc_module, "AUTO_MIN_STEPS", 30)
     model = tiny_lsdc(max_epochs="auto", batch_size=100).fit(blobs[0])  # 3 batches per epoch
-    assert model.n_epochs_ == 10 == len(model.history_)
+    assert model.n_epochs_ == 10 == len(model.histories_["clustering"])
 
 
 def test_pickle_and_reproducible(blobs):

@@ -12,7 +12,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from torch import nn
 
-from skdeepcluster import C2BIN, DRC, AutoEncoder, SeLa
+from skdeepcluster import C2BIN, DRC, LSDC, SCAN, AutoEncoder, SeLa
 from skdeepcluster import heads as heads_module
 from skdeepcluster.augment import MarginalCorruption
 from skdeepcluster.heads import fit_linear_head, manifold_partition
@@ -102,6 +102,8 @@ def test_partition_objective_of_uniform_logits_is_log_k():
         (SeLa, dict(max_epochs=1, n_heads=2), 2),
         (C2BIN, dict(max_epochs=1, head_sizes=[3, 6], hidden_dim=16, projection_dim=8), 2),
         (DRC, dict(max_epochs=1), 1),
+        (LSDC, dict(max_epochs=1, pretext=None), 1),
+        (SCAN, dict(max_epochs=1, self_label_epochs=0, n_heads=2, pretext=None), 2),
     ],
 )
 def test_vectors_start_from_the_manifold_partition(blobs, cls, kwargs, n_heads):

@@ -205,6 +205,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         (:func:`skdeepcluster.neighbors.neighbor_graph_embedding`), held fixed. "auto":
         "spectral" with a pretext (not the paper: measured 0.54 -> 0.97 on MNIST-test,
         ``docs/benchmarks.md``), "online" without one.
+    {head_init_parameter}
     max_epochs : int or "auto", default="auto"
         Training epochs. "auto": at least 30 epochs and 5,000 optimisation steps (179 epochs on
         the 1,797 digits, 33 on MNIST-test; the paper: 220).
@@ -230,6 +231,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         The ``k`` used ("knn" only, else None).
     composition_ : str or None
         The composition used ("ricap", "mixup" or None).
+    {head_init_attributes}
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
     freeze_backbone_ : bool
@@ -249,6 +251,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     >>> labels = LSDC(n_clusters=10, random_state=0).fit_predict(X)  # doctest: +SKIP
     """
 
+    _pretext_head_init = "random"  # the paper: heads at random after the RotNet pretext
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_clusters": N_CLUSTERS_CONSTRAINT,
@@ -263,6 +266,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         "pretext": pretext_constraint(),
         "freeze_backbone": ["boolean", StrOptions({"auto"})],
         "label_features": [StrOptions({"auto", "online", "pretext", "spectral"})],
+        "head_init": [StrOptions({"auto", "kmeans", "manifold", "random"})],
         "max_epochs": epochs_constraint(1),
     }
 
@@ -281,6 +285,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         pretext: Any = "simclr",
         freeze_backbone: Any = "auto",
         label_features: str = "auto",
+        head_init: str = "auto",
         max_epochs: int | str = "auto",
         batch_size: int = 64,
         lr: float = 1e-3,
@@ -304,6 +309,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.pretext = pretext
         self.freeze_backbone = freeze_backbone
         self.label_features = label_features
+        self.head_init = head_init
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -394,6 +400,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             self.n_clusters,
         )
         model = ClusterModel(backbone, backbone.out_features, [self.n_clusters])
+        self._init_heads(fit, model)
         self.module_ = self._train(
             "clustering",
             model,
