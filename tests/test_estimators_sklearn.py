@@ -8,7 +8,7 @@ the clusters. Checks that cannot pass by design are listed, with their reason, i
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skdeepcluster import SCAN, NeighborMiner, SimCLR
+from skdeepcluster import SCAN, AutoEncoder, NeighborMiner, SimCLR
 
 
 def tiny_simclr(**kwargs):
@@ -17,7 +17,9 @@ def tiny_simclr(**kwargs):
 
 ESTIMATORS = [
     tiny_simclr(),
-    # confidence_threshold=0: every sample is confident, so the self-labelling step runs too
+    AutoEncoder(hidden=(8,), embedding_dim=2, max_epochs=1, batch_size=16, random_state=0),
+    # confidence_threshold=0: every sample is confident, so the self-labelling step runs too;
+    # head_init="auto" is the manifold start on the checks' vectors
     SCAN(
         n_clusters=3,
         pretext=tiny_simclr(),

@@ -56,7 +56,11 @@ EXPECTED_FAILED = {
 }
 
 
-@parametrize_with_checks([tiny()], expected_failed_checks=lambda est: EXPECTED_FAILED)
+# the manifold start (vectors) passes the checks as SCAN's default in test_estimators_sklearn.py;
+# here it would only triple the time of these checks
+@parametrize_with_checks(
+    [tiny(head_init="random")], expected_failed_checks=lambda est: EXPECTED_FAILED
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
