@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from _data import load
-from sklearn.cluster import KMeans
+from _data import DATASETS, load
+from sklearn.cluster import KMeans, SpectralClustering
 
 import skdeepcluster
 from skdeepcluster.metrics import clustering_report
@@ -31,14 +31,19 @@ ESTIMATORS = {"scan": "SCAN", "sela": "SeLa", "lsdc": "LSDC", "c2bin": "C2BIN", 
 
 
 def make_method(
-    name: str, device: str, seed: int, params: dict
+    name: str, device: str, seed: int, params: dict, n_clusters: int = 10
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``fit_predict`` of the method ``name`` with ``params`` set."""
     if name == "kmeans":
-        model = KMeans(n_clusters=10, n_init=10, random_state=seed)
+        model = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed)
+        return lambda X: model.fit_predict(X.reshape(len(X), -1).astype(np.float32))
+    if name == "spectral":  # spectral clustering of the 10-nearest-neighbour graph
+        model = SpectralClustering(
+            n_clusters, affinity="nearest_neighbors", n_neighbors=10, random_state=seed
+        )
         return lambda X: model.fit_predict(X.reshape(len(X), -1).astype(np.float32))
     cls = getattr(skdeepcluster, ESTIMATORS[name])
-    return cls(n_clusters=10, device=device, random_state=seed, **params).fit_predict
+    return cls(n_clusters=n_clusters, device=device, random_state=seed, **params).fit_predict
 
 
 def machine() -> str:
@@ -123,12 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--data",
-        nargs="+",
-        default=["digits-images"],
-        choices=["digits", "digits-images", "mnist-vectors", "mnist-images"],
-    )
+    parser.add_argument("--data", nargs="+", default=["digits-images"], choices=list(DATASETS))
     parser.add_argument("--methods", nargs="+", default=["kmeans", "scan"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -157,7 +157,8 @@ def main() -> None:
             runs = []
             for seed in args.seeds:
                 params = settings.get(method, {})
-                fit_predict = make_method(method, args.device, seed, params)
+                n_clusters = len(np.unique(y))  # 10, but 3 for iris and 2 for breast_cancer
+                fit_predict = make_method(method, args.device, seed, params, n_clusters)
                 start = time.perf_counter()
                 labels = fit_predict(X)
                 seconds = time.perf_counter() - start
