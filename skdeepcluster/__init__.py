@@ -6,6 +6,7 @@ from .methods.lsdc import LSDC
 from .methods.scan import SCAN
 from .methods.sela import SeLa
 from .neighbors import NeighborFeatures, NeighborMiner
+from .persistence import load, save
 from .pretext import AutoEncoder, RotNet, SimCLR
 
 __all__ = [
@@ -19,5 +20,7 @@ __all__ = [
     "RotNet",
     "SeLa",
     "SimCLR",
+    "load",
+    "save",
 ]
 __version__ = "0.1.0.dev0"

@@ -11,17 +11,45 @@ placement, mixed precision, index batching, history and callbacks are handled he
 from __future__ import annotations
 
 import contextlib
+import math
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from skorch import NeuralNet
-from skorch.callbacks import PassthroughScoring
+from skorch.callbacks import Callback, PassthroughScoring
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 #: :attr:`DeviceData.sample` holds at most this many rows.
 SAMPLE_ROWS = 10_000
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A training stage produced a non-finite loss: the fit stops instead of ending with NaN
+    weights (which would label every sample 0)."""
+
+
+class StageProgress(Callback):
+    """One tqdm progress bar for a training stage: its name, epochs done, ETA and the last
+    epoch's loss. Written to stderr; ``verbose=1`` turns it on."""
+
+    def __init__(self, description: str, total: int) -> None:
+        self.description = description
+        self.total = total
+
+    def on_train_begin(self, net: NeuralNet, **kwargs: Any) -> None:
+        self.bar_ = tqdm(total=self.total, desc=self.description, unit="epoch", leave=True)
+
+    def on_epoch_end(self, net: NeuralNet, **kwargs: Any) -> None:
+        self.bar_.set_postfix(loss=f"{net.history[-1].get('train_loss', float('nan')):.4g}")
+        self.bar_.update(1)
+
+    def on_train_end(self, net: NeuralNet, **kwargs: Any) -> None:
+        self.bar_.close()
 
 
 class DeviceData:
@@ -212,6 +240,9 @@ class DeepClusterNet(NeuralNet):
         Training data on the device.
     log_terms : tuple of str
         Names of the extra terms the objective returns; their epoch means go to the history.
+    stage : str
+        What this net trains, e.g. ``"SCAN clustering"``: named in the errors of a diverged or
+        interrupted run.
     amp : bool
         Use bfloat16 autocast on CUDA (ignored on the CPU, where it is slower).
     **kwargs
@@ -226,12 +257,14 @@ class DeepClusterNet(NeuralNet):
         objective: Objective,
         data: DeviceData,
         log_terms: tuple[str, ...] = (),
+        stage: str = "training",
         amp: bool = True,
         **kwargs: Any,
     ) -> None:
         self.objective = objective
         self.data = data
         self.log_terms = tuple(log_terms)
+        self.stage = stage
         self.amp = amp
         kwargs.setdefault("criterion", nn.Identity)  # unused: the objective is the loss
         kwargs.setdefault("train_split", None)
@@ -265,8 +298,25 @@ class DeepClusterNet(NeuralNet):
         return {"loss": loss, "y_pred": None}
 
     def fit_on_data(self) -> DeepClusterNet:
-        """Train for ``max_epochs`` over the index batches of ``self.data``."""
-        return self.fit(_IndexRange(len(self.data)), None)
+        """Train for ``max_epochs`` over the index batches of ``self.data``.
+
+        Raises
+        ------
+        KeyboardInterrupt
+            When the user pressed Ctrl-C during the stage. skorch ends a net's fit quietly on
+            any KeyboardInterrupt (its ``EarlyStopping`` raises one to stop a stage early); a
+            real interrupt (SIGINT) is told apart and raised again, so that a multi-stage fit
+            stops instead of starting its next stage.
+        TrainingDivergedError
+            When an epoch's loss is not finite.
+        """
+        with _sigint_recorder() as sigint:
+            self.fit(_IndexRange(len(self.data)), None)
+        if sigint.received:
+            raise KeyboardInterrupt(
+                f"{self.stage} interrupted after {len(self.history)} epoch(s) of {self.max_epochs}"
+            )
+        return self
 
     def _objective_hook(self, name: str) -> None:
         hook = getattr(self.objective, name, None)
@@ -282,7 +332,23 @@ class DeepClusterNet(NeuralNet):
 
     def on_epoch_end(self, net: NeuralNet, **kwargs: Any) -> None:
         super().on_epoch_end(net, **kwargs)
+        self._check_finite_loss()
         self._objective_hook("on_epoch_end")
+
+    def _check_finite_loss(self) -> None:
+        """Stop at the first epoch whose mean loss is NaN or infinite (one check an epoch: the
+        per-batch losses are on the host already)."""
+        loss = self.history[-1].get("train_loss")
+        what = None
+        if loss is not None and not math.isfinite(loss):
+            what = f"the training loss is {loss}"
+        elif not _parameters_finite(self.module_):
+            what = "the network's weights are no longer finite"
+        if what is not None:
+            raise TrainingDivergedError(
+                f"{self.stage} diverged: {what} at epoch {len(self.history)} of "
+                f"{self.max_epochs}. Lower lr (it is {self.lr}) or check X for extreme values"
+            )
 
     def on_batch_end(
         self, net: NeuralNet, batch: Any = None, training: bool = False, **kwargs: Any
@@ -297,6 +363,38 @@ class DeepClusterNet(NeuralNet):
         """Drop the references to the training data and objective (kept out of pickles)."""
         self.data = None
         self.objective = None
+
+
+class _SigintRecord:
+    received = False
+
+
+@contextlib.contextmanager
+def _sigint_recorder() -> Iterator[_SigintRecord]:
+    """Record whether a SIGINT (Ctrl-C) arrives in the block; it still raises KeyboardInterrupt
+    as before. Only the main thread receives signals, so elsewhere nothing is installed."""
+    record = _SigintRecord()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield record
+        return
+
+    def handler(signum: int, frame: Any) -> Any:
+        record.received = True
+        return previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield record
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@torch.no_grad()
+def _parameters_finite(module: nn.Module) -> bool:
+    """Whether every parameter of ``module`` is finite (one device sync for all of them)."""
+    flags = [torch.isfinite(p).all() for p in module.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 @torch.no_grad()

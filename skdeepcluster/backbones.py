@@ -22,8 +22,13 @@ class Standardize(nn.Module):
 
     def __init__(self, mean: Tensor, std: Tensor) -> None:
         super().__init__()
-        self.register_buffer("mean", mean.detach().clone().float())
-        self.register_buffer("std", std.detach().clone().float().clamp_min(1e-6))
+        mean, std = mean.detach().clone().float(), std.detach().clone().float()
+        # A spread at float32 rounding level of the mean is a constant feature: divided by 1 it
+        # stays constant (0 after centring). Any larger spread, however small (data on a 1e-8
+        # scale), is brought to unit scale: an absolute floor would flatten such data.
+        constant = std <= 8 * torch.finfo(torch.float32).eps * mean.abs()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", torch.where(constant | (std == 0), torch.ones_like(std), std))
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std

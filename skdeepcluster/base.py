@@ -34,8 +34,16 @@ from skorch.history import History
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from ._training import DeepClusterNet, DeviceData, Objective, batched_forward, batches_per_epoch
+from ._training import (
+    DeepClusterNet,
+    DeviceData,
+    Objective,
+    StageProgress,
+    batched_forward,
+    batches_per_epoch,
+)
 from .augment import default_augmentations
+from .persistence import LeanPickleMixin
 
 _ACCEPTED_DEVICES = "'cpu', 'cuda', 'cuda:N' or a torch.device"
 
@@ -133,6 +141,49 @@ def left_at_default(estimator: Any, name: str) -> bool:
     return value is default or (type(value) is type(default) and value == default)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_float32_range(X: np.ndarray) -> None:
+    """Refuse values the float32 networks cannot hold (they would become infinite)."""
+    largest = max(-float(X.min()), float(X.max())) if X.size else 0.0
+    if largest > _FLOAT32_MAX:
+        raise ValueError(
+            f"X has values up to {largest:.3g} in absolute value, beyond the float32 range "
+            f"(+-{_FLOAT32_MAX:.3g}) the networks compute in; rescale X first, e.g. with "
+            "sklearn.preprocessing.StandardScaler or a log transform"
+        )
+
+
+def check_image_scale(X: np.ndarray) -> np.ndarray:
+    """Float images must be on the ``[0, 1]`` scale (or centred, with negative values).
+
+    Non-negative float images that hold whole numbers up to 255 are 8-bit images stored as
+    floats: they are converted to ``uint8`` with a warning, exactly as if given as ``uint8``
+    (which the estimators divide by 255), so both give the same predictions. Other
+    non-negative float images above 1 are refused: their scale cannot be guessed.
+    """
+    if not X.size:
+        return X
+    low, high = float(X.min()), float(X.max())
+    if low < 0 or high <= 1:
+        return X
+    if high <= 255 and np.array_equal(X, np.round(X)):
+        warnings.warn(
+            f"X holds float images with whole values in [{low:g}, {high:g}]: read as 8-bit "
+            "images (0-255) and divided by 255, as uint8 images are. Pass uint8, or floats in "
+            "[0, 1] (e.g. X / X.max() for another scale), to silence this.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return X.astype(np.uint8)
+    raise ValueError(
+        f"X holds float images with values in [{low:.4g}, {high:.4g}]; float images must be "
+        "in [0, 1] (or centred, with negative values), and 8-bit images are given as uint8 "
+        "(0-255). Divide X by its scale's maximum (255 for 8-bit, 65535 for 16-bit images)"
+    )
+
+
 @dataclass
 class FitInput:
     """What :meth:`DeepEstimatorMixin.fit` hands to an estimator's own ``_fit``."""
@@ -163,10 +214,13 @@ SHARED_PARAMETERS_DOC = """{optimizer_parameter}
         Seeds every random step of the fit (pretext, initialisation, batching, augmentation);
         CPU runs are repeatable.
     verbose : int, default=0
-        Print a line per stage and skorch's per-epoch log.
+        1: a progress bar per training stage (pretext, clustering, self-labelling...), named,
+        with epochs, ETA and loss; 2: also skorch's table of epochs. 0: silent, except one
+        warning when the first epochs predict a very long fit on the CPU.
     callbacks : list or None, default=None
         skorch callbacks (learning-rate schedules, checkpoints, early stopping on
-        ``train_loss``), copied into each of the method's own training stages."""
+        ``train_loss``), copied into each training stage, a pretext's fitted by the method
+        included (unless that pretext has callbacks of its own)."""
 
 #: The fitted attributes every method shares: ``{shared_attributes}`` stands for them.
 SHARED_ATTRIBUTES_DOC = """net_ : skorch.NeuralNet
@@ -179,7 +233,7 @@ SHARED_ATTRIBUTES_DOC = """net_ : skorch.NeuralNet
         Values per sample."""
 
 
-class DeepEstimatorMixin:
+class DeepEstimatorMixin(LeanPickleMixin):
     """The fit skeleton and the helpers shared by every estimator of the package.
 
     Subclasses declare ``_parameter_constraints`` (start from :data:`COMMON_CONSTRAINTS`), may
@@ -269,6 +323,10 @@ class DeepEstimatorMixin:
         learning rate to 0 over the stage (cosine, stepped each epoch); "constant" keeps them.
         """
         callbacks = copy.deepcopy(list(self.callbacks)) if self.callbacks else []
+        if self.verbose:
+            callbacks.append(
+                ("progress", StageProgress(f"{type(self).__name__} {stage}", max_epochs))
+            )
         if lr_schedule == "cosine":
             callbacks.append(
                 ("lr_schedule", LRScheduler(policy=CosineAnnealingLR, T_max=max(max_epochs, 1)))
@@ -288,12 +346,11 @@ class DeepEstimatorMixin:
             max_epochs=max_epochs,
             batch_size=self.batch_size,
             callbacks=callbacks,
-            verbose=int(bool(self.verbose)),
+            verbose=int(self.verbose >= 2),  # skorch's table of epochs
             device=str(data.device),
+            stage=f"{type(self).__name__} {stage}",
             amp=True,
         )
-        if self.verbose:
-            print(f"[{type(self).__name__}] {stage}: {max_epochs} epochs", flush=True)
         net.fit_on_data()
         net.release_data()
         self.net_ = net
@@ -342,7 +399,10 @@ class DeepEstimatorMixin:
         if X.ndim == 3:
             X = X[:, None]
         if X.dtype == np.float64:
+            check_float32_range(X)
             X = X.astype(np.float32)
+        if X.ndim == 4 and X.dtype != np.uint8:
+            X = check_image_scale(X)
         if reset:
             self.input_shape_ = tuple(X.shape[1:])
             self.n_features_in_ = int(np.prod(self.input_shape_))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
+from ._numerics import unit_rows
 from ._validation import check_positive_int
 from .base import resolve_device, to_numpy
 
@@ -39,7 +40,7 @@ def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = 1024) -
         raise ValueError(
             f"n_neighbors must be in [1, n_samples - 1] = [1, {n - 1}], got {n_neighbors}"
         )
-    unit = F.normalize(features.float(), dim=1)
+    unit = unit_rows(features.float())
     out = torch.empty(n, n_neighbors, dtype=torch.long, device=features.device)
     for start in range(0, n, block_size):
         stop = min(start + block_size, n)
@@ -78,8 +79,15 @@ def neighbor_graph_embedding(
     Returns
     -------
     Tensor of shape (n_samples, n_components), float32, on ``features``' device.
+
+    Warns
+    -----
+    UserWarning
+        When the graph falls into more than ``n_components + 1`` disconnected parts (fewer are
+        told apart by the embedding, and are no reason to warn).
     """
     from scipy import sparse
+    from scipy.sparse.csgraph import connected_components
     from sklearn.manifold import spectral_embedding
 
     n = features.shape[0]
@@ -90,9 +98,22 @@ def neighbor_graph_embedding(
     rows = np.repeat(np.arange(n), neighbors.shape[1])
     graph = sparse.csr_matrix((np.ones(rows.size), (rows, neighbors.ravel())), shape=(n, n))
     graph = 0.5 * (graph + graph.T)
-    embedding = spectral_embedding(
-        graph, n_components=n_components, random_state=random_state, drop_first=True
-    )
+    n_parts = connected_components(graph, directed=False)[0]
+    if n_parts > n_components + 1:
+        warnings.warn(
+            f"The {n_neighbors}-nearest-neighbour graph of the features falls into {n_parts} "
+            f"disconnected parts, more than a {n_components}-d spectral embedding can tell "
+            "apart; raise n_neighbors for a connected graph.",
+            UserWarning,
+            stacklevel=2,
+        )
+    with warnings.catch_warnings():
+        # scikit-learn warns on any disconnected graph; up to n_components + 1 parts are
+        # separated by the embedding (each part is one of its zero-eigenvalue directions)
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        embedding = spectral_embedding(
+            graph, n_components=n_components, random_state=random_state, drop_first=True
+        )
     embedding /= np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     return torch.as_tensor(embedding, dtype=torch.float32, device=features.device)
 

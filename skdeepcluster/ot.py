@@ -51,7 +51,8 @@ class SinkhornResult:
         the input; dtype is the input's, or float32 for half-precision
         inputs. Use :attr:`soft_labels` for rows that sum to one.
     labels : torch.Tensor of shape (n_samples,) or None
-        Hard pseudo-labels ``plan.argmax(1)`` (int64) when requested.
+        Hard pseudo-labels ``plan.argmax(1)`` (int64) when requested, ties spread evenly
+        (row ``i`` prefers column ``i mod K`` among its tied maxima).
     marginal_error : float
         L1 deviation of the cluster sums of ``plan`` from the cluster
         marginal, ``sum_k |sum_i plan[i, k] - r_k|``, measured on the
@@ -336,6 +337,19 @@ def _final_plan(
 # ----------------------------------------------------------------------------
 
 
+def _argmax_spreading_ties(plan: torch.Tensor) -> torch.Tensor:
+    """``plan.argmax(1)``, except that a row tied between columns takes the first tied column
+    cyclically from ``i mod K``: plain argmax gives every row of a tied plan (e.g. uniform
+    scores) column 0, which is the opposite of an equipartition."""
+    n, k = plan.shape
+    best = plan.amax(dim=1, keepdim=True)
+    tied = plan >= best - best.abs() * (4 * torch.finfo(plan.dtype).eps)
+    rows = torch.arange(n, device=plan.device).unsqueeze(1)
+    cols = torch.arange(k, device=plan.device).unsqueeze(0)
+    distance = (cols - rows) % k  # 0 at column i mod K, growing cyclically
+    return torch.where(tied, k - distance, 0).argmax(dim=1)
+
+
 def sinkhorn_knopp(
     log_probs: torch.Tensor | np.ndarray,
     lam: float = 25.0,
@@ -383,7 +397,8 @@ def sinkhorn_knopp(
         start, see Notes, has the same cap of its own). A :class:`~sklearn.exceptions.\
 ConvergenceWarning` is issued if ``tol`` is not reached.
     return_labels : bool, default=False
-        Also return the hard labels ``plan.argmax(1)``.
+        Also return the hard labels ``plan.argmax(1)``; a row tied between several columns
+        takes the first of them from column ``i mod K`` on, so that ties spread evenly.
     check_every : int, default=None
         Check convergence and numerical range every this many iterations
         (each check synchronises with the device). ``None``: every
@@ -510,7 +525,7 @@ ConvergenceWarning` is issued if ``tol`` is not reached.
             ConvergenceWarning,
             stacklevel=2,
         )
-    labels = plan.argmax(dim=1) if return_labels else None
+    labels = _argmax_spreading_ties(plan) if return_labels else None
     return SinkhornResult(
         plan=plan,
         labels=labels,

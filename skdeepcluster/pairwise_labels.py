@@ -31,9 +31,9 @@ import warnings
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ._numerics import unit_rows
 from ._validation import check_float_matrix, check_real
 
 __all__ = [
@@ -75,7 +75,7 @@ def _finish(mask: Tensor, dtype: torch.dtype) -> Tensor:
 
 def _cosine_similarity_matrix(f: Tensor) -> Tensor:
     """Exactly symmetric matrix of cosine similarities; zero vectors have cosine 0 to all."""
-    fn = F.normalize(f, p=2.0, dim=1)
+    fn = unit_rows(f)
     s = fn @ fn.T
     return (s + s.T) / 2
 

@@ -61,7 +61,9 @@ PRETEXT_PARAMETERS_DOC = """device : str or torch.device, default="cpu"
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, batching and the random views; runs on the CPU are repeatable.
     verbose : int, default=0
-        Print skorch's per-epoch log.
+        1: a progress bar of the training epochs, with ETA and loss; 2: also skorch's table of
+        epochs. 0: silent, except one warning when the first epochs predict a very long fit on
+        the CPU.
     callbacks : list or None, default=None
         skorch callbacks (learning-rate schedule, checkpoint, early stopping on ``train_loss``...).
         They are copied before training (the parameter is never modified); the trained copies are
@@ -517,17 +519,29 @@ def named_pretext(name: str, **params: Any) -> BaseEstimator:
 
 
 def fit_pretext(
-    pretext: str | BaseEstimator, X: np.ndarray, *, device: Any, random_state: int, verbose: int
+    pretext: str | BaseEstimator,
+    X: np.ndarray,
+    *,
+    device: Any,
+    random_state: int,
+    verbose: int,
+    callbacks: Any = None,
 ) -> BaseEstimator:
     """Fit a pretext for a clustering method: the named one, or a clone of the user's.
 
-    The pretext gets the method's ``device``, ``random_state`` and ``verbose`` unless the user
-    set them on it (a parameter left at its default counts as unset), so that a seeded method
-    is repeatable and a CUDA method trains its pretext on CUDA too. The given object is never
-    modified. ``X`` is the method's validated X.
+    The pretext gets the method's ``device``, ``random_state``, ``verbose`` and ``callbacks``
+    unless the user set them on it (a parameter left at its default counts as unset), so that a
+    seeded method is repeatable, a CUDA method trains its pretext on CUDA too, and the user's
+    callbacks and progress bars reach the pretext stage. The given object is never modified.
+    ``X`` is the method's validated X.
     """
     estimator = named_pretext(pretext) if isinstance(pretext, str) else clone(pretext)
-    given = {"device": device, "random_state": random_state, "verbose": verbose}
+    given = {
+        "device": device,
+        "random_state": random_state,
+        "verbose": verbose,
+        "callbacks": callbacks,
+    }
     names = estimator.get_params(deep=False)
     estimator.set_params(
         **{k: v for k, v in given.items() if k in names and left_at_default(estimator, k)}

@@ -40,6 +40,9 @@ def pretext_constraint(*extra_names: str) -> list:
 
 #: The fitted attributes every clustering method shares: ``{cluster_attributes}`` in a
 #: method's docstring stands for them.
+#: A cluster holding more than this share of the training samples is reported as a collapse.
+COLLAPSE_LARGEST_SHARE = 0.9
+
 CLUSTER_ATTRIBUTES_DOC = """labels_ : ndarray of shape (n_samples,)
         Clusters of the training samples (``predict`` on them).
     pretext_ : transformer or None
@@ -48,7 +51,12 @@ CLUSTER_ATTRIBUTES_DOC = """labels_ : ndarray of shape (n_samples,)
         One per stage: ``"pretext"`` (when the method fitted one), ``"clustering"`` and the
         method's later stages.
     history_ : skorch.History
-        Every epoch of the method's own stages in order, each tagged with its ``"stage"``."""
+        Every epoch of the method's own stages in order, each tagged with its ``"stage"``.
+    cluster_sizes_ : ndarray of shape (n_clusters,)
+        Training samples in each cluster (of ``labels_``).
+    n_clusters_used_ : int
+        Clusters holding at least one training sample. A warning reports a collapse: fewer
+        than half the clusters used, or one holding more than 90 % of the samples."""
 
 #: ``{head_selection_attributes}``: the attributes of :meth:`DeepClusterMixin._keep_best_head`.
 HEAD_SELECTION_ATTRIBUTES_DOC = """best_head_ : int
@@ -125,15 +133,25 @@ class DeepClusterMixin(DeepEstimatorMixin):
     def _end_fit(self, X: np.ndarray) -> None:
         super()._end_fit(X)
         # from the validated X, not predict(X): no feature-name warning after a DataFrame fit
-        self.labels_ = self._proba(X).argmax(1)
+        proba = self._proba(X)
+        self.labels_ = proba.argmax(1)
+        self.cluster_sizes_ = np.bincount(self.labels_, minlength=proba.shape[1])
+        self.n_clusters_used_ = int(np.count_nonzero(self.cluster_sizes_))
+        self._warn_if_collapsed()
 
-    def _warn_if_collapsed(self, hint: str) -> None:
-        """``n_clusters_used_``: the clusters holding a training sample; warn below half."""
-        self.n_clusters_used_ = len(np.unique(self.labels_))
-        if self.n_clusters_used_ < self.n_clusters / 2:
+    #: What to try when a fit collapses (the end of the collapse warning).
+    _collapse_hint = "Try a pretext, or a stronger entropy or balance term."
+
+    def _warn_if_collapsed(self) -> None:
+        """Warn when the training samples use fewer than half the clusters, or when one cluster
+        holds more than :data:`COLLAPSE_LARGEST_SHARE` of them."""
+        n, k = len(self.labels_), len(self.cluster_sizes_)
+        largest = self.cluster_sizes_.max() / n
+        if self.n_clusters_used_ < k / 2 or (n >= 2 * k and largest > COLLAPSE_LARGEST_SHARE):
             warnings.warn(
-                f"{type(self).__name__} collapsed: the training samples fall in "
-                f"{self.n_clusters_used_} of {self.n_clusters} clusters. {hint}",
+                f"{type(self).__name__} collapsed: the {n} training samples fall in "
+                f"{self.n_clusters_used_} of {k} clusters, the largest holding {largest:.0%} "
+                f"(cluster_sizes_). {self._collapse_hint}",
                 UserWarning,
                 stacklevel=4,
             )
@@ -192,7 +210,12 @@ class DeepClusterMixin(DeepEstimatorMixin):
         if pretext is None:
             return build_backbone(fit.data.sample, None if body is None else copy.deepcopy(body))
         self.pretext_ = fit_pretext(
-            pretext, fit.X, device=self.device, random_state=fit.seed, verbose=self.verbose
+            pretext,
+            fit.X,
+            device=self.device,
+            random_state=fit.seed,
+            verbose=self.verbose,
+            callbacks=self.callbacks,
         )
         history = getattr(self.pretext_, "history_", None)
         if history is not None:

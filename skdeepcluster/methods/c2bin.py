@@ -203,8 +203,6 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     head_sizes_ : list of int
         Clusters of each trained head (the kept one is ``head_sizes_[best_head_]``).
     {head_selection_attributes}
-    n_clusters_used_ : int
-        Clusters that hold at least one training sample; a warning is raised below half.
     {head_init_attributes}
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
@@ -214,6 +212,9 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     {shared_attributes}
     """
 
+    _collapse_hint = (
+        "Raise entropy_weight or cluster_weight, or start from a pretext (pretext='simclr')."
+    )
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_clusters": N_CLUSTERS_CONSTRAINT,
@@ -337,9 +338,3 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
             lr_schedule=self.lr_schedule,
         )
         self._keep_best_head(trained, objective.head_losses, sizes[0])
-
-    def _end_fit(self, X: np.ndarray) -> None:
-        super()._end_fit(X)
-        self._warn_if_collapsed(
-            "Raise entropy_weight or cluster_weight, or start from a pretext (pretext='simclr')."
-        )

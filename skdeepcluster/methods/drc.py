@@ -177,8 +177,6 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Backbone and the main head (``head_ = 0``; the over-clustering head is dropped).
     head_ : int
         Always 0.
-    n_clusters_used_ : int
-        Clusters that hold at least one training sample; a warning is raised below half.
     {head_init_attributes}
     n_epochs_ : int
         The number of epochs trained (``max_epochs`` resolved).
@@ -188,6 +186,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     {shared_attributes}
     """
 
+    _collapse_hint = "Raise regularization_weight, or start from a pretext (pretext='simclr')."
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_clusters": N_CLUSTERS_CONSTRAINT,
@@ -305,9 +304,3 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         )
         self.module_ = trained.keep_heads([0])
         self.head_ = 0
-
-    def _end_fit(self, X: np.ndarray) -> None:
-        super()._end_fit(X)
-        self._warn_if_collapsed(
-            "Raise regularization_weight, or start from a pretext (pretext='simclr')."
-        )

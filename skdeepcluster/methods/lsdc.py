@@ -252,6 +252,10 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     """
 
     _pretext_head_init = "random"  # the paper: heads at random after the RotNet pretext
+    _collapse_hint = (
+        "Raise the similarity threshold in similarity_params (fewer pairs labelled similar), "
+        "or start from a pretext."
+    )
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_clusters": N_CLUSTERS_CONSTRAINT,

@@ -211,6 +211,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     """
 
     _pretext_head_init = "random"  # the paper's heads start at random after the pretext
+    _collapse_hint = "Raise entropy_weight, or check the mined neighbours (n_neighbors)."
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_clusters": N_CLUSTERS_CONSTRAINT,

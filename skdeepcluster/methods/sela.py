@@ -327,6 +327,7 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
     >>> labels = SeLa(n_clusters=10, random_state=0).fit_predict(X)  # doctest: +SKIP
     """
 
+    _collapse_hint = "Check cluster_marginal, or train longer between label updates."
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_clusters": [Interval(Integral, 2, None, closed="left"), "array-like"],

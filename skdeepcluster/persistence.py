@@ -1,0 +1,510 @@
+"""Saving and loading fitted estimators without pickle's trust in the file, and lean pickles.
+
+:func:`save` writes one file with :func:`torch.save`: the parameters as a JSON string, and the
+fitted attributes as plain data (numbers, strings, lists, dicts, tensors) and modules. :func:`load`
+reads it with ``torch.load(weights_only=True)``, which rebuilds only plain data, tensors and the
+allow-listed module classes (every module class of ``torch.nn`` and of this package, plus those
+the caller trusts explicitly): loading never executes code from the file. The estimator class is
+taken from an allow-list too.
+
+Pickling (``pickle``, ``joblib``) stays available for everything else: :class:`LeanPickleMixin`
+keeps a pickle at about the size of the weights (each tensor once, no optimiser state) and lets a
+model trained on CUDA be unpickled on a machine without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import io
+import json
+import os
+import pickle
+import pkgutil
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from skorch.history import History
+from torch import Tensor, nn
+
+__all__ = ["load", "save"]
+
+#: The file's format tag and version: :func:`load` refuses anything else.
+FORMAT = "skdeepcluster"
+FORMAT_VERSION = 1
+
+
+# ------------------------------------------------------------------------------ devices
+
+
+def loadable_device(device: torch.device, owner: str) -> torch.device:
+    """``device`` when this machine has it, else the CPU with a warning (a CUDA model on a
+    CPU-only machine)."""
+    device = torch.device(device)
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        warnings.warn(
+            f"{owner} was trained on {device}, which this machine does not have: it is loaded on "
+            "the CPU. Predictions work as before; set_params(device='cpu') before refitting here.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return torch.device("cpu")
+    return device
+
+
+# -------------------------------------------------------------------------- lean pickles
+
+#: skorch's attributes that hold the module, criterion and optimiser (and their state).
+_NET_TRAINING_STATE = ("module", "criterion", "optimizer")
+
+
+def lean_net(net: Any) -> Any:
+    """A copy of a fitted skorch net without its module, criterion and optimiser: what stays is
+    its history, parameters and (emptied of torch state) callbacks.
+
+    The weights are the estimator's ``module_`` already, and the optimiser state (twice the
+    weights for Adam) is only needed to go on training, which the estimators never do.
+    """
+    lean = object.__new__(type(net))
+    lean.__dict__ = {
+        key: value
+        for key, value in net.__dict__.items()
+        if not any(key.startswith(f"{prefix}_") for prefix in _NET_TRAINING_STATE)
+    }
+    if isinstance(lean.__dict__.get("module"), nn.Module):
+        lean.module = None  # the instance the net was built on: it is ``module_``
+    lean.initialized_ = False
+    # the fitted callbacks are in both lists: the ``callbacks`` parameter holds the instances
+    # that ``callbacks_`` names (an LR scheduler's optimiser included)
+    for key in ("callbacks", "callbacks_"):
+        if lean.__dict__.get(key):
+            lean.__dict__[key] = [_callback_without_torch_state(cb) for cb in lean.__dict__[key]]
+    return lean
+
+
+def _callback_without_torch_state(entry: Any) -> Any:
+    """A ``callbacks`` entry (a callback or a ``(name, callback)`` pair) without torch state."""
+    if isinstance(entry, tuple) and len(entry) == 2:
+        return entry[0], _without_torch_state(entry[1])
+    return _without_torch_state(entry)
+
+
+def _holds_torch_state(value: Any) -> bool:
+    if isinstance(value, (Tensor, nn.Module, torch.optim.Optimizer)):
+        return True
+    if isinstance(value, torch.optim.lr_scheduler.LRScheduler):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_torch_state(v) for v in value.values())
+    return False
+
+
+def _without_torch_state(callback: Any) -> Any:
+    """A shallow copy of a fitted callback without the attributes that reference the optimiser,
+    module or tensors (an LR scheduler's ``lr_scheduler_``, early stopping's best weights)."""
+    if not hasattr(callback, "__dict__"):
+        return callback
+    copy = object.__new__(type(callback))
+    copy.__dict__ = {k: v for k, v in vars(callback).items() if not _holds_torch_state(v)}
+    return copy
+
+
+class LeanPickleMixin:
+    """Pickle the torch parts of a fitted estimator once, device-independently.
+
+    Every attribute holding a module or a tensor is written together in one ``torch.save``
+    blob (shared submodules, such as a pretext's ``backbone_`` inside its ``module_``, stay
+    shared), and ``net_`` loses its training state (:func:`lean_net`). Unpickling maps the
+    tensors to the fitted device when this machine has it, and to the CPU otherwise, with a
+    warning.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy: object.__getstate__ returns the instance's own __dict__, popped from below
+        state = dict(super().__getstate__())  # type: ignore[misc]
+        torch_attributes = {
+            key: state.pop(key)
+            for key in [k for k, v in state.items() if isinstance(v, (Tensor, nn.Module))]
+        }
+        net = state.get("net_")
+        if net is not None:
+            state["net_"] = lean_net(net)
+            module = getattr(net, "module_", None)
+            shared = [k for k, v in torch_attributes.items() if v is module]
+            state["_net_module_attribute"] = shared[0] if shared else None
+        buffer = io.BytesIO()
+        torch.save(torch_attributes, buffer)
+        state["_torch_attributes"] = buffer.getvalue()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        blob = state.pop("_torch_attributes", None)
+        net_module = state.pop("_net_module_attribute", None)
+        super().__setstate__(state)  # type: ignore[misc]
+        if blob is None:
+            return
+        if "device_" in state:
+            self.device_ = loadable_device(state["device_"], type(self).__name__)
+        target = getattr(self, "device_", torch.device("cpu"))
+        # weights_only=False: a pickle trusts its file anyway; save/load is the safe format
+        attributes = torch.load(io.BytesIO(blob), map_location=target, weights_only=False)
+        self.__dict__.update(attributes)
+        if net_module is not None and getattr(self, "net_", None) is not None:
+            self.net_.module_ = attributes[net_module]
+            if self.net_.module is None:
+                self.net_.module = self.net_.module_
+            self.net_.initialized_ = True
+
+
+# ---------------------------------------------------------------------------- save/load
+
+
+def _estimator_classes() -> dict[str, type]:
+    """The estimators :func:`load` may build, by name: the package's public estimators."""
+    import skdeepcluster
+
+    public = {name: getattr(skdeepcluster, name) for name in skdeepcluster.__all__}
+    return {name: value for name, value in public.items() if inspect.isclass(value)}
+
+
+def _module_classes() -> list[type]:
+    """Every ``nn.Module`` class of ``torch.nn`` and of this package: what a file's modules may
+    be made of."""
+    import skdeepcluster
+
+    found: set[type] = set()
+    namespaces = [torch.nn]
+    for package, prefix in (
+        (torch.nn.modules, "torch.nn.modules."),
+        (skdeepcluster, "skdeepcluster."),
+    ):
+        for info in pkgutil.walk_packages(package.__path__, prefix):
+            namespaces.append(importlib.import_module(info.name))
+    for namespace in namespaces:
+        for value in vars(namespace).values():
+            if inspect.isclass(value) and issubclass(value, nn.Module):
+                found.add(value)
+    return sorted(found, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+def _optimizer_classes() -> dict[str, type]:
+    return {
+        name: value
+        for name, value in vars(torch.optim).items()
+        if inspect.isclass(value) and issubclass(value, torch.optim.Optimizer)
+    }
+
+
+def _fitted_attributes(estimator: Any) -> dict[str, Any]:
+    params = estimator.get_params(deep=False)
+    return {
+        key: value
+        for key, value in vars(estimator).items()
+        if key.endswith("_") and not key.startswith("_") and key not in params
+    }
+
+
+# Parameters: JSON. ----------------------------------------------------------------------
+
+
+def _params_to_json(value: Any, where: str, modules: list[nn.Module]) -> Any:
+    """JSON for a parameter value; modules (a user's backbone) go to ``modules``, referenced by
+    index, and are stored beside the JSON as modules."""
+    if isinstance(value, np.generic):  # before float: np.float64 is one
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.device):
+        return {"__device__": str(value)}
+    if isinstance(value, tuple):
+        return {
+            "__tuple__": [_params_to_json(v, f"{where}[{i}]", modules) for i, v in enumerate(value)]
+        }
+    if isinstance(value, list):
+        return [_params_to_json(v, f"{where}[{i}]", modules) for i, v in enumerate(value)]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _params_to_json(v, f"{where}[{k!r}]", modules) for k, v in value.items()}
+    if type(value).__name__ in _estimator_classes() and hasattr(value, "get_params"):
+        return {
+            "__estimator__": type(value).__name__,
+            "params": _params_to_json(
+                value.get_params(deep=False), f"{where}.get_params()", modules
+            ),
+        }
+    if inspect.isclass(value) and value in _optimizer_classes().values():
+        return {"__optimizer__": value.__name__}
+    if isinstance(value, nn.Module):
+        modules.append(value)
+        return {"__module__": len(modules) - 1}
+    raise ValueError(
+        f"cannot save parameter {where}={value!r}: save stores parameters as JSON, which takes "
+        "None, numbers, strings, lists, tuples, dicts with string keys, devices, torch.optim "
+        "classes, modules and this package's estimators. Set it to one of those (e.g. "
+        "set_params(callbacks=None)) before saving, or pickle the estimator instead (a pickle "
+        "must come from a trusted source)"
+    )
+
+
+def _params_from_json(value: Any, modules: list[nn.Module]) -> Any:
+    if isinstance(value, list):
+        return [_params_from_json(v, modules) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__device__" in value:
+        return torch.device(value["__device__"])
+    if "__tuple__" in value:
+        return tuple(_params_from_json(v, modules) for v in value["__tuple__"])
+    if "__estimator__" in value:
+        params = _params_from_json(value["params"], modules)
+        return _build_estimator(value["__estimator__"], params)
+    if "__optimizer__" in value:
+        return _optimizer_classes()[value["__optimizer__"]]
+    if "__module__" in value:
+        return modules[value["__module__"]]
+    return {k: _params_from_json(v, modules) for k, v in value.items()}
+
+
+def _build_estimator(name: str, params: dict[str, Any]) -> Any:
+    classes = _estimator_classes()
+    if name not in classes:
+        raise ValueError(
+            f"the file names estimator class {name!r}; load builds only {sorted(classes)}"
+        )
+    return classes[name](**params)
+
+
+# Fitted attributes: plain data for weights_only. -----------------------------------------
+
+
+def _smallest_int_dtype(array: np.ndarray) -> np.dtype:
+    """The narrowest integer type that holds ``array`` (neighbour indices fit int16/int32)."""
+    if not array.size:
+        return array.dtype
+    low, high = int(array.min()), int(array.max())
+    for dtype in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return np.dtype(dtype)
+    return array.dtype
+
+
+def _encode(value: Any, where: str) -> Any:
+    # numpy scalars first: np.float64 is a float, but the file must hold Python's own
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str, Tensor, nn.Module)):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"cannot save {where}: an array of dtype {value.dtype}")
+        stored = value.astype(_smallest_int_dtype(value)) if value.dtype.kind in "iu" else value
+        if stored.dtype == np.uint16 or stored.dtype == np.uint32 or stored.dtype == np.uint64:
+            stored = value.astype(np.int64)
+        return {
+            "__kind__": "ndarray",
+            "data": torch.from_numpy(np.ascontiguousarray(stored)),
+            "dtype": str(value.dtype),
+        }
+    if isinstance(value, torch.device):
+        return {"__kind__": "device", "name": str(value)}
+    if isinstance(value, History):
+        return {"__kind__": "history", "rows": _encode(list(value), where)}
+    if isinstance(value, tuple):
+        return {"__kind__": "tuple", "items": [_encode(v, where) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, where) for v in value]
+    if isinstance(value, dict):
+        items = [[_encode(k, where), _encode(v, f"{where}[{k!r}]")] for k, v in value.items()]
+        return {"__kind__": "dict", "items": items}
+    if type(value).__name__ in _estimator_classes() and hasattr(value, "get_params"):
+        return _encode_estimator(value, where)
+    raise ValueError(
+        f"cannot save {where}: {type(value).__module__}.{type(value).__qualname__} is not a "
+        "number, string, array, tensor, module, container or estimator of this package"
+    )
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict) or "__kind__" not in value:
+        return value
+    kind = value["__kind__"]
+    if kind == "ndarray":
+        return value["data"].numpy().astype(np.dtype(value["dtype"]), copy=True)
+    if kind == "device":
+        return torch.device(value["name"])
+    if kind == "history":
+        return History(_decode(value["rows"]))
+    if kind == "tuple":
+        return tuple(_decode(v) for v in value["items"])
+    if kind == "dict":
+        return {_decode(k): _decode(v) for k, v in value["items"]}
+    if kind == "estimator":
+        return _decode_estimator(value)
+    raise ValueError(f"unknown entry kind {kind!r} in the file")
+
+
+#: What ``torch.load(weights_only=True)`` raises on a file it refuses.
+_REFUSED = (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError)
+
+#: Fitted attributes :func:`save` leaves out: the skorch net of the last stage (its module is
+#: ``module_``; its optimiser state is only needed to go on training).
+_NOT_SAVED = ("net_",)
+
+
+def _encode_estimator(estimator: Any, where: str) -> dict[str, Any]:
+    name = type(estimator).__name__
+    attributes = {
+        key: _encode(value, f"{where}.{key}")
+        for key, value in _fitted_attributes(estimator).items()
+        if key not in _NOT_SAVED
+    }
+    modules: list[nn.Module] = []
+    params = _params_to_json(estimator.get_params(deep=False), where, modules)
+    return {
+        "__kind__": "estimator",
+        "class": name,
+        "params": json.dumps(params),
+        "param_modules": modules,
+        "attributes": attributes,
+    }
+
+
+def _decode_estimator(entry: dict[str, Any]) -> Any:
+    params = _params_from_json(json.loads(entry["params"]), entry.get("param_modules", []))
+    estimator = _build_estimator(entry["class"], params)
+    estimator.__dict__.update({k: _decode(v) for k, v in entry["attributes"].items()})
+    return estimator
+
+
+def _move_to(estimator: Any, device: torch.device) -> None:
+    """Put every module and tensor attribute of a loaded estimator (and its pretext) on
+    ``device``, which becomes its ``device_``."""
+    for key, value in _fitted_attributes(estimator).items():
+        if isinstance(value, (nn.Module, Tensor)):
+            setattr(estimator, key, value.to(device))
+        elif hasattr(value, "get_params") and hasattr(value, "device_"):
+            _move_to(value, device)
+    if hasattr(estimator, "device_"):
+        estimator.device_ = device
+    # a pretext's backbone_ is a part of its module_: share it again after moving
+    module, backbone = getattr(estimator, "module_", None), getattr(estimator, "backbone_", None)
+    if module is not None and backbone is not None and hasattr(module, "backbone"):
+        estimator.backbone_ = module.backbone
+
+
+def save(estimator: Any, path: str | os.PathLike) -> None:
+    """Save an estimator of this package, fitted or not, to ``path`` in a format that needs no
+    pickle to load.
+
+    The file holds the parameters as JSON, the fitted attributes as plain data and tensors, and
+    the networks as modules of ``torch.nn`` and this package's classes; it is about the size of
+    the weights. The skorch net of the last stage (``net_``) and its optimiser state are not
+    saved: ``module_`` holds the trained weights and ``history_`` the training history.
+
+    Parameters
+    ----------
+    estimator : estimator of this package
+        E.g. a fitted ``SCAN``, or a fitted ``SimCLR`` pretext.
+    path : str or path-like
+        The file to write (conventionally ``*.skdc``).
+
+    Raises
+    ------
+    ValueError
+        When a parameter is not JSON (a list of callbacks, a custom object): the message says
+        which, and what is accepted.
+    TypeError
+        When ``estimator`` is not one of this package's estimators.
+
+    See Also
+    --------
+    load : Read the file back.
+    """
+    if type(estimator).__name__ not in _estimator_classes():
+        raise TypeError(
+            f"save takes an estimator of this package ({sorted(_estimator_classes())}), "
+            f"got {type(estimator).__qualname__}"
+        )
+    payload = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "estimator": _encode_estimator(estimator, type(estimator).__name__),
+    }
+    torch.save(payload, path)
+
+
+def _refusal_reason(error: Exception) -> str:
+    """The line of ``torch.load``'s refusal that names what it refused."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "Unsupported global" in line or "error:" in line]
+    return (named or lines or [type(error).__name__])[0][:400]
+
+
+def load(
+    path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    trusted_modules: Iterable[type] = (),
+) -> Any:
+    """Load an estimator written by :func:`save`, without executing code from the file.
+
+    The file is read with ``torch.load(weights_only=True)``: only plain data, tensors and the
+    allow-listed module classes (``torch.nn``'s and this package's) are rebuilt, and the
+    estimator class must be one of this package's.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save`.
+    device : str, torch.device or None, default=None
+        Where the loaded model lives (it also becomes the ``device`` parameter). None: where it
+        was fitted when this machine has that device, else the CPU (with a warning).
+    trusted_modules : iterable of nn.Module classes, default=()
+        Further module classes the file may contain, for a model built on your own backbone
+        module. Trust only classes you wrote or know.
+
+    Returns
+    -------
+    estimator
+        The estimator as saved: the same parameters, and the same predictions when fitted.
+
+    Raises
+    ------
+    ValueError
+        When the file is not a skdeepcluster file of a known version, names an estimator class
+        outside the package, or contains a module class that is not allow-listed.
+    """
+    allowed = [*_module_classes(), *trusted_modules]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except _REFUSED as error:
+        raise ValueError(
+            f"{os.fspath(path)} cannot be loaded safely: {_refusal_reason(error)} "
+            "Only files written by skdeepcluster.save load; a model on your own module "
+            "classes needs them in trusted_modules"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{os.fspath(path)} is not a file written by skdeepcluster.save")
+    if payload.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{os.fspath(path)} has format version {payload.get('version')}; this skdeepcluster "
+            f"reads version {FORMAT_VERSION}"
+        )
+    estimator = _decode(payload["estimator"])
+    if hasattr(estimator, "device_"):
+        if device is None:
+            target = loadable_device(estimator.device_, type(estimator).__name__)
+        else:
+            target = torch.device(device)
+            estimator.set_params(device=device)
+        _move_to(estimator, target)
+    elif device is not None:
+        estimator.set_params(device=device)
+    return estimator

@@ -1,0 +1,211 @@
+"""Issue 14, reliability: faults (divergence, collapse, Ctrl-C), callbacks and bad data.
+
+Each test fails at e6dd4a8, where the finding it covers was found by the reliability probe
+(``../shared/reviews/reliability-probe.md``).
+"""
+
+import os
+import signal
+import time
+import warnings
+
+import numpy as np
+import pytest
+from skorch.callbacks import Callback, EarlyStopping
+
+from skdeepcluster import DRC, SCAN, SeLa, SimCLR
+from skdeepcluster._training import TrainingDivergedError
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 6, (3, 6))
+    X = np.concatenate([c + rng.normal(0, 1, (40, 6)) for c in centres]).astype(np.float32)
+    return X, np.repeat(np.arange(3), 40)
+
+
+def tiny_simclr(**kwargs):
+    return SimCLR(**{"max_epochs": 2, "batch_size": 32, "projection_dim": 8, **kwargs})
+
+
+class StageRecorder(Callback):
+    """Records the stage of every epoch end in a class-level list (callbacks are deep-copied
+    into each stage, so an instance attribute would be lost with the copy)."""
+
+    epochs: list = []
+
+    def on_epoch_end(self, net, **kwargs):
+        StageRecorder.epochs.append(getattr(net, "stage", None))
+
+
+class InterruptInStage(Callback):
+    """Presses Ctrl-C (sends this process SIGINT) at the first epoch end of one stage."""
+
+    def __init__(self, stage):
+        self.stage = stage
+
+    def on_epoch_end(self, net, **kwargs):
+        StageRecorder.epochs.append(net.stage)
+        if net.stage == self.stage:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises KeyboardInterrupt here, long before 5 s
+
+
+@pytest.fixture
+def recorded():
+    StageRecorder.epochs = []
+    yield StageRecorder.epochs
+    StageRecorder.epochs = []
+
+
+# ------------------------------------------------------------------------------------- callbacks
+
+
+def test_user_callbacks_reach_the_internal_pretext(blobs, recorded):
+    """At e6dd4a8 the method's callbacks never reached the pretext it fitted."""
+    SCAN(
+        n_clusters=3,
+        pretext=tiny_simclr(),
+        max_epochs=1,
+        self_label_epochs=1,
+        n_neighbors=3,
+        batch_size=32,
+        callbacks=[StageRecorder()],
+        random_state=0,
+    ).fit(blobs[0])
+    assert recorded, "no epoch was recorded"
+    stages = list(dict.fromkeys(recorded))  # in order of first epoch
+    assert stages == [
+        "SimCLR pretext",
+        "SCAN manifold_start",
+        "SCAN clustering",
+        "SCAN self_labelling",
+    ]
+    assert recorded.count("SimCLR pretext") == 2 and recorded.count("SCAN clustering") == 1
+
+
+def test_a_pretext_with_callbacks_of_its_own_keeps_them(blobs, recorded):
+    SCAN(
+        n_clusters=3,
+        pretext=tiny_simclr(callbacks=[StageRecorder()]),
+        max_epochs=1,
+        self_label_epochs=1,
+        n_neighbors=3,
+        batch_size=32,
+        head_init="random",
+        random_state=0,
+    ).fit(blobs[0])
+    assert recorded == ["SimCLR pretext"] * 2
+
+
+# ---------------------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_in_the_pretext_stops_the_whole_fit(blobs, recorded):
+    """At e6dd4a8 skorch swallowed the KeyboardInterrupt and SCAN went on to cluster."""
+    model = SCAN(
+        n_clusters=3,
+        pretext=tiny_simclr(),
+        max_epochs=1,
+        n_neighbors=3,
+        batch_size=32,
+        callbacks=[InterruptInStage("SimCLR pretext")],
+    )
+    with pytest.raises(KeyboardInterrupt, match=r"SimCLR pretext interrupted after 1 epoch"):
+        model.fit(blobs[0])
+    assert recorded == ["SimCLR pretext"]  # no second pretext epoch, no clustering stage
+    assert not hasattr(model, "labels_")
+
+
+def test_ctrl_c_in_a_later_stage_reaches_the_caller(blobs, recorded):
+    model = SCAN(
+        n_clusters=3,
+        pretext=None,
+        max_epochs=3,
+        self_label_epochs=2,
+        n_neighbors=3,
+        batch_size=32,
+        callbacks=[InterruptInStage("SCAN clustering")],
+    )
+    with pytest.raises(KeyboardInterrupt, match="SCAN clustering interrupted after 1 epoch"):
+        model.fit(blobs[0])
+    assert "SCAN self_labelling" not in recorded and recorded, recorded
+
+
+def test_early_stopping_still_ends_only_its_stage(blobs, recorded):
+    """skorch's EarlyStopping stops a stage by raising KeyboardInterrupt: that is not Ctrl-C,
+    and the fit must go on to its next stage."""
+    model = SCAN(
+        n_clusters=3,
+        pretext=None,
+        max_epochs=30,
+        self_label_epochs=1,
+        confidence_threshold=0.0,
+        n_neighbors=3,
+        batch_size=32,
+        head_init="random",
+        callbacks=[
+            StageRecorder(),
+            EarlyStopping(monitor="train_loss", patience=1, threshold=1e9, threshold_mode="abs"),
+        ],
+    ).fit(blobs[0])
+    assert recorded.count("SCAN clustering") == 2  # stopped at the first epoch that missed
+    assert recorded[-1] == "SCAN self_labelling"
+    assert hasattr(model, "labels_")
+
+
+# ------------------------------------------------------------------------------------ divergence
+
+
+def test_a_diverged_run_stops_naming_stage_and_epoch(blobs):
+    """At e6dd4a8 SeLa(lr=1e6) ended with NaN probabilities and every label 0."""
+    model = SeLa(n_clusters=3, pretext=None, max_epochs=4, lr=1e6, batch_size=32, random_state=0)
+    with pytest.raises(TrainingDivergedError, match=r"SeLa \w+ diverged: .* at epoch \d+ of \d+"):
+        model.fit(blobs[0])
+    assert not hasattr(model, "labels_")
+
+
+def test_divergence_is_a_floating_point_error_that_says_what_to_lower(blobs):
+    X = blobs[0].copy()
+    X[0, 0] = np.nan  # rejected at input: the check is in _validate_input
+    with pytest.raises(ValueError, match="NaN"):
+        DRC(n_clusters=3, pretext=None, max_epochs=1).fit(X)
+    assert issubclass(TrainingDivergedError, FloatingPointError)
+
+
+# -------------------------------------------------------------------------------------- collapse
+
+
+def test_a_collapse_is_reported_with_the_cluster_sizes(blobs):
+    """At e6dd4a8 SCAN gave no warning when one cluster took everything."""
+    X = blobs[0]
+    model = SCAN(
+        n_clusters=3,
+        pretext=None,
+        max_epochs=2,
+        self_label_epochs=0,
+        entropy_weight=0.0,  # nothing keeps the clusters apart
+        n_neighbors=3,
+        batch_size=32,
+        head_init="random",
+        random_state=0,
+    )
+    # a constant feature vector for all but one row: any network puts them in one cluster
+    X_collapsed = np.repeat(X[:1], len(X), axis=0)
+    X_collapsed[-1] += 5
+    with pytest.warns(UserWarning, match=r"SCAN collapsed: the 120 training samples .* largest"):
+        model.fit(X_collapsed)
+    assert model.cluster_sizes_.sum() == len(X)
+    assert model.cluster_sizes_.shape == (3,)
+    assert model.cluster_sizes_.max() >= 0.9 * len(X)
+
+
+def test_a_healthy_fit_reports_its_sizes_without_a_warning(blobs):
+    X, _ = blobs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = SCAN(n_clusters=3, pretext=None, max_epochs=3, n_neighbors=5, random_state=0)
+        model.fit(X)
+    np.testing.assert_array_equal(model.cluster_sizes_, np.bincount(model.labels_, minlength=3))
+    assert model.n_clusters_used_ == 3
