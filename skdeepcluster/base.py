@@ -99,20 +99,34 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
+#: ``max_epochs="auto"`` never asks for more epochs than this to reach its step floor: small data
+#: (one batch an epoch) would otherwise train for thousands of epochs (1,500 for SimCLR at 300
+#: samples). Every "auto" default measured in ``docs/benchmarks.md`` stays below it, but C2BIN's
+#: (429 epochs on the digits), which passes its own.
+AUTO_MAX_EPOCHS = 250
+
+
 def resolve_max_epochs(
-    max_epochs: int | str, n_samples: int, batch_size: int, min_epochs: int, min_steps: int
+    max_epochs: int | str,
+    n_samples: int,
+    batch_size: int,
+    min_epochs: int,
+    min_steps: int,
+    max_auto_epochs: int = AUTO_MAX_EPOCHS,
 ) -> int:
-    """``max_epochs`` as an int; ``"auto"`` gives ``max(min_epochs, ceil(min_steps / batches))``,
-    ``batches`` the batches per epoch of the training loop.
+    """``max_epochs`` as an int; ``"auto"`` gives ``max(min_epochs, min(ceil(min_steps /
+    batches), max_auto_epochs))``, ``batches`` the batches per epoch of the training loop.
 
     "auto" lets one default serve small and mid-sized data: a few thousand samples make few
-    batches per epoch, so they need more epochs for the same number of optimisation steps.
+    batches per epoch, so they need more epochs for the same number of optimisation steps; the
+    step floor stops at ``max_auto_epochs`` epochs, so that a few hundred samples are not seen
+    thousands of times.
     """
     if isinstance(max_epochs, str):
         if max_epochs != "auto":
             raise ValueError(f"max_epochs must be 'auto' or an integer, got {max_epochs!r}")
         batches = batches_per_epoch(n_samples, batch_size)
-        return max(min_epochs, -(-min_steps // batches))
+        return max(min_epochs, min(-(-min_steps // batches), max_auto_epochs))
     return int(max_epochs)
 
 

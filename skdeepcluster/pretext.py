@@ -122,7 +122,8 @@ class SimCLR(PretextMixin, TransformerMixin, BaseEstimator):
         NT-Xent temperature.
     max_epochs : int or "auto", default="auto"
         Training epochs. "auto": at least 60 epochs and at least 1,500 optimisation steps (215
-        epochs on the 1,797 digits); how it was chosen: ``docs/benchmarks.md``.
+        epochs on the 1,797 digits), the steps taking at most 250 epochs (small data); how it
+        was chosen: ``docs/benchmarks.md``.
     batch_size : int, default=256
     lr : float, default=3e-3
         Learning rate.
@@ -398,7 +399,8 @@ class AutoEncoder(PretextMixin, TransformerMixin, BaseEstimator):
         Fraction of entries replaced by draws from their marginal in the encoder's input; 0 for
         a plain autoencoder.
     max_epochs : int or "auto", default="auto"
-        Training epochs. "auto": at least 50 epochs and 1,000 optimisation steps.
+        Training epochs. "auto": at least 50 epochs and 1,000 optimisation steps, the steps
+        taking at most 250 epochs.
     batch_size : int, default=256
     lr : float, default=1e-3
         Learning rate.

@@ -15,7 +15,7 @@ from torch import nn
 
 from skdeepcluster import SCAN, NeighborMiner, SimCLR
 from skdeepcluster._training import IndexBatches, _IndexRange, batches_per_epoch
-from skdeepcluster.base import resolve_max_epochs
+from skdeepcluster.base import AUTO_MAX_EPOCHS, resolve_max_epochs
 from skdeepcluster.datasets import load_digits_images, load_mnist_test
 from skdeepcluster.metrics import acc_scorer
 
@@ -256,8 +256,35 @@ def test_bad_scan_parameters_are_refused(blobs, params, match):
     ],
 )
 def test_auto_epochs_give_enough_steps(n_samples, batch_size, expected):
-    assert resolve_max_epochs("auto", n_samples, batch_size, 60, 1500) == expected
+    assert resolve_max_epochs("auto", n_samples, batch_size, 60, 1500, 10**6) == expected
     assert resolve_max_epochs(7, n_samples, batch_size, 60, 1500) == 7
+
+
+@pytest.mark.parametrize(
+    "n_samples, expected",
+    [(300, AUTO_MAX_EPOCHS), (100, AUTO_MAX_EPOCHS), (1797, 215), (10_000, 60), (50_000, 60)],
+)
+def test_auto_epochs_stop_short_of_thousands_on_small_data(n_samples, expected):
+    """At e6dd4a8 SimCLR's "auto" trained 750 epochs on 300 samples (1,500 on main before this
+    cap): the step floor now takes at most AUTO_MAX_EPOCHS epochs; the epoch floor still holds."""
+    assert resolve_max_epochs("auto", n_samples, 256, 60, 1500) == expected
+    assert resolve_max_epochs("auto", 300, 256, 60, 1500, max_auto_epochs=30) == 60
+
+
+def test_simclr_auto_epochs_on_300_samples(monkeypatch):
+    X = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):  # no need to train: n_epochs_ is resolved before
+        raise Stop
+
+    monkeypatch.setattr(SimCLR, "_train", stop)
+    model = SimCLR()
+    with pytest.raises(Stop):
+        model.fit(X)
+    assert model.n_epochs_ == AUTO_MAX_EPOCHS <= 250
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,8 @@ from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint
 #: ``max_epochs="auto"``: at least this many epochs and optimisation steps.
 AUTO_MIN_EPOCHS = 60
 AUTO_MIN_STEPS = 3000
+#: ... and at most this many epochs to reach the steps (the digits' 429 epochs were measured).
+AUTO_MAX_EPOCHS = 500
 #: ``head_sizes=None``: heads of these multiples of ``n_clusters`` (the paper: 10, 40, 160).
 DEFAULT_SCALES = (1, 4, 16)
 
@@ -182,7 +184,8 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Network mapping a batch to ``(batch, features)`` when training from scratch; None picks
         one from X's shape.
     max_epochs : int or "auto", default="auto"
-        Training epochs; "auto": at least 60 epochs and 3,000 optimisation steps.
+        Training epochs; "auto": at least 60 epochs and 3,000 optimisation steps, the steps
+        taking at most 500 epochs.
     batch_size : int, default=256
     lr : float, default=1e-3
         Learning rate (the paper: Adam 3e-4, ``optimizer="adam"``, on 100 GPU epochs).
@@ -308,7 +311,12 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     def _fit(self, fit: FitInput) -> None:
         sizes = self.head_sizes_ = self._sizes(len(fit.X))
         self.n_epochs_ = resolve_max_epochs(
-            self.max_epochs, len(fit.X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
+            self.max_epochs,
+            len(fit.X),
+            self.batch_size,
+            AUTO_MIN_EPOCHS,
+            AUTO_MIN_STEPS,
+            AUTO_MAX_EPOCHS,
         )
         backbone = self._initial_backbone(fit, self.pretext, body=self.backbone)
         module = C2BINModel(

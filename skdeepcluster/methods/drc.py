@@ -158,8 +158,8 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Network mapping a batch to ``(batch, features)`` when training from scratch; None picks
         one from X's shape.
     max_epochs : int or "auto", default="auto"
-        Training epochs; "auto": at least 60 epochs and 1,200 optimisation steps (the paper:
-        500 epochs).
+        Training epochs; "auto": at least 60 epochs and 1,200 optimisation steps, the steps
+        taking at most 250 epochs (the paper: 500 epochs).
     batch_size : int, default=256
         Samples per batch before repetition (the paper's).
     lr : float, default=1e-3

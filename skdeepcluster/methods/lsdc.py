@@ -207,8 +207,9 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         ``docs/benchmarks.md``), "online" without one.
     {head_init_parameter}
     max_epochs : int or "auto", default="auto"
-        Training epochs. "auto": at least 30 epochs and 5,000 optimisation steps (179 epochs on
-        the 1,797 digits, 33 on MNIST-test; the paper: 220).
+        Training epochs. "auto": at least 30 epochs and 5,000 optimisation steps, the steps
+        taking at most 250 epochs (179 epochs on the 1,797 digits, 33 on MNIST-test; the
+        paper: 220).
     batch_size : int, default=64
         Samples per batch (the paper: 256; measured: ``docs/benchmarks.md``).
     lr : float, default=1e-3
