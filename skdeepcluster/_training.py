@@ -11,9 +11,12 @@ placement, mixed precision, index batching, history and callbacks are handled he
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import signal
 import threading
+import time
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -50,6 +53,91 @@ class StageProgress(Callback):
 
     def on_train_end(self, net: NeuralNet, **kwargs: Any) -> None:
         self.bar_.close()
+
+
+#: A training stage predicted to run longer than this many seconds on the CPU, at ``verbose=0``,
+#: warns (once per fit).
+LONG_STAGE_SECONDS = 1800.0
+#: The prediction is made once a stage has run this many seconds, or at its first epoch's end.
+LONG_STAGE_PROBE_SECONDS = 5.0
+
+
+class _LongFitNotice:
+    """Whether the long-fit warning was given in the current top-level fit."""
+
+    warned = False
+
+
+_long_fit_notice: contextvars.ContextVar[_LongFitNotice | None] = contextvars.ContextVar(
+    "skdeepcluster_long_fit_notice", default=None
+)
+
+
+@contextlib.contextmanager
+def one_long_fit_warning() -> Iterator[None]:
+    """Around a fit: its stages, a nested pretext's included, give the long-fit warning at most
+    once between them (an inner fit joins the outer fit's notice)."""
+    if _long_fit_notice.get() is not None:
+        yield
+        return
+    token = _long_fit_notice.set(_LongFitNotice())
+    try:
+        yield
+    finally:
+        _long_fit_notice.reset(token)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min"
+
+
+class LongStageWarning(Callback):
+    """Warn when a silent stage's first batches predict a very long run.
+
+    After :data:`LONG_STAGE_PROBE_SECONDS` (or the first epoch, whichever comes first) the time
+    per batch is extrapolated to the stage's epochs; above :data:`LONG_STAGE_SECONDS` a
+    ``UserWarning`` gives the estimate and the remedies. ``verbose=0`` on the CPU turns it on,
+    and one fit warns at most once (:func:`one_long_fit_warning`).
+    """
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def on_train_begin(self, net: NeuralNet, **kwargs: Any) -> None:
+        self.start_, self.batches_, self.decided_ = time.monotonic(), 0, False
+
+    def on_batch_end(self, net: NeuralNet, **kwargs: Any) -> None:
+        if self.decided_:
+            return
+        self.batches_ += 1
+        elapsed = time.monotonic() - self.start_
+        if elapsed >= LONG_STAGE_PROBE_SECONDS:
+            self._decide(net, elapsed)
+
+    def on_epoch_end(self, net: NeuralNet, **kwargs: Any) -> None:
+        if not self.decided_:
+            self._decide(net, time.monotonic() - self.start_)
+
+    def _decide(self, net: NeuralNet, elapsed: float) -> None:
+        self.decided_ = True
+        per_batch = elapsed / max(self.batches_, 1)
+        total = per_batch * batches_per_epoch(len(net.data), net.batch_size) * net.max_epochs
+        notice = _long_fit_notice.get()
+        if total < LONG_STAGE_SECONDS or (notice is not None and notice.warned):
+            return
+        if notice is not None:
+            notice.warned = True
+        warnings.warn(
+            f"{self.description} will take about {_duration(total)} on the CPU: its first "
+            f"{self.batches_} batch(es) took {elapsed:.1f} s, and it trains {net.max_epochs} "
+            "epochs. To shorten it: a GPU (device='cuda'), fewer epochs (max_epochs, or the "
+            "pretext's: pretext__max_epochs), or a smaller backbone (backbone=...). verbose=1 "
+            "shows a progress bar with the time left.",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 class DeviceData:

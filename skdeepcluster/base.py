@@ -37,10 +37,12 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from ._training import (
     DeepClusterNet,
     DeviceData,
+    LongStageWarning,
     Objective,
     StageProgress,
     batched_forward,
     batches_per_epoch,
+    one_long_fit_warning,
 )
 from .augment import default_augmentations
 from .persistence import LeanPickleMixin
@@ -294,7 +296,7 @@ class DeepEstimatorMixin(LeanPickleMixin):
         self.device_ = resolve_device(self.device)
         self.histories_: dict[str, History] = {}
         seed = self._draw_seed()
-        with self._seeded(self.device_, seed):
+        with self._seeded(self.device_, seed), one_long_fit_warning():
             self._fit(FitInput(checked, DeviceData(checked, self.device_), seed, X))
         self._end_fit(checked)
         return self
@@ -341,6 +343,8 @@ class DeepEstimatorMixin(LeanPickleMixin):
             callbacks.append(
                 ("progress", StageProgress(f"{type(self).__name__} {stage}", max_epochs))
             )
+        elif data.device.type == "cpu":
+            callbacks.append(("long_fit", LongStageWarning(f"{type(self).__name__} {stage}")))
         if lr_schedule == "cosine":
             callbacks.append(
                 ("lr_schedule", LRScheduler(policy=CosineAnnealingLR, T_max=max(max_epochs, 1)))

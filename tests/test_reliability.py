@@ -14,6 +14,7 @@ import pytest
 from skorch.callbacks import Callback, EarlyStopping
 
 from skdeepcluster import DRC, SCAN, SeLa, SimCLR
+from skdeepcluster import _training as training
 from skdeepcluster._training import TrainingDivergedError
 
 
@@ -209,3 +210,66 @@ def test_a_healthy_fit_reports_its_sizes_without_a_warning(blobs):
         model.fit(X)
     np.testing.assert_array_equal(model.cluster_sizes_, np.bincount(model.labels_, minlength=3))
     assert model.n_clusters_used_ == 3
+
+
+# ------------------------------------------------------------------------------ long silent fits
+
+
+class TenSecondsPerCall:
+    """A clock for skdeepcluster._training that advances 10 s at every reading."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        self.now += 10.0
+        return self.now
+
+
+def long_fit_warnings(record):
+    return [w for w in record if "will take about" in str(w.message)]
+
+
+def test_a_long_silent_stage_warns_with_its_estimate(blobs, monkeypatch):
+    """At e6dd4a8 a fit that would run for hours on the CPU said nothing at verbose=0."""
+    monkeypatch.setattr(training, "time", TenSecondsPerCall())
+    monkeypatch.setattr(training, "LONG_STAGE_SECONDS", 100.0)
+    model = SCAN(
+        n_clusters=3,
+        pretext=None,
+        head_init="random",
+        max_epochs=3,
+        self_label_epochs=0,
+        n_neighbors=3,
+        batch_size=32,
+    )
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.fit(blobs[0])
+    found = long_fit_warnings(record)
+    assert len(found) == 1, [str(w.message) for w in record]
+    # 10 s for the first batch, 4 batches an epoch (120 rows of 32), 3 epochs: 120 s
+    message = str(found[0].message)
+    assert message.startswith("SCAN clustering will take")
+    assert "about 2 min on the CPU" in message and "device='cuda'" in message
+
+
+def test_the_long_fit_warning_comes_once_per_fit_and_only_when_silent(blobs, monkeypatch):
+    monkeypatch.setattr(training, "LONG_STAGE_SECONDS", 0.0)  # every stage is "long"
+    params = dict(
+        n_clusters=3, pretext=tiny_simclr(), max_epochs=1, self_label_epochs=1, n_neighbors=3
+    )
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        SCAN(**params, batch_size=32).fit(blobs[0])  # pretext + 3 stages of its own
+    assert len(long_fit_warnings(record)) == 1
+    assert str(long_fit_warnings(record)[0].message).startswith("SimCLR pretext")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        SCAN(**params, batch_size=32, verbose=1).fit(blobs[0])  # the progress bars show it
+    assert record is not None and not long_fit_warnings(record)
+    monkeypatch.setattr(training, "LONG_STAGE_SECONDS", 1e9)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        SCAN(**params, batch_size=32).fit(blobs[0])
+    assert not long_fit_warnings(record)
