@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, clone
 from sklearn.utils._param_validation import Interval
 from torch import Tensor, nn
 
@@ -70,8 +70,12 @@ PRETEXT_PARAMETERS_DOC = """device : str or torch.device, default="cpu"
         in ``net_.callbacks_``."""
 
 
-class PretextMixin(DeepEstimatorMixin):
-    """What every pretext transformer offers the clustering methods: a fitted ``backbone_``."""
+class PretextMixin(ClassNamePrefixFeaturesOutMixin, DeepEstimatorMixin):
+    """What every pretext transformer offers the clustering methods: a fitted ``backbone_``.
+
+    ``get_feature_names_out`` names the embedding's columns after the class (``simclr0``,
+    ``simclr1``, ...), so ``set_output(transform="pandas")`` works in a Pipeline.
+    """
 
     backbone_: Backbone
     _docstring_entries = {
@@ -83,6 +87,11 @@ class PretextMixin(DeepEstimatorMixin):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
         return tags
+
+    @property
+    def _n_features_out(self) -> int:
+        """Columns of :meth:`transform` (``get_feature_names_out``); AttributeError unfitted."""
+        return int(self.backbone_.out_features)
 
     def transform(self, X: Any) -> np.ndarray:
         """Backbone embeddings of ``X``, shape ``(n_samples, backbone_.out_features)``, float32."""

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 from skorch.callbacks import Callback, EarlyStopping
 
 from skdeepcluster import DRC, SCAN, SeLa, SimCLR
@@ -273,3 +274,35 @@ def test_the_long_fit_warning_comes_once_per_fit_and_only_when_silent(blobs, mon
         warnings.simplefilter("always")
         SCAN(**params, batch_size=32).fit(blobs[0])
     assert not long_fit_warnings(record)
+
+
+# ---------------------------------------------------------------------------- sklearn conveniences
+
+
+@pytest.mark.parametrize("cls", [SCAN, SeLa, DRC])
+def test_transform_gives_the_soft_assignments(cls, blobs):
+    """At e6dd4a8 the clustering estimators had no transform."""
+    X = blobs[0]
+    model = cls(n_clusters=3, pretext=None, max_epochs=1, batch_size=32, random_state=0).fit(X)
+    out = model.transform(X[:7])
+    assert out.shape == (7, 3)
+    np.testing.assert_array_equal(out, model.predict_proba(X[:7]))
+    np.testing.assert_allclose(out.sum(1), 1, rtol=1e-5)
+
+
+def test_pretext_feature_names_and_pandas_output_in_a_pipeline(blobs):
+    """At e6dd4a8 set_output(transform="pandas") raised: no get_feature_names_out."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = blobs[0]
+    pipe = make_pipeline(StandardScaler(), tiny_simclr(random_state=0))
+    out = pipe.set_output(transform="pandas").fit_transform(X)
+    simclr = pipe[-1]
+    width = simclr.backbone_.out_features
+    assert isinstance(out, pd.DataFrame) and out.shape == (len(X), width)
+    assert list(out.columns) == [f"simclr{i}" for i in range(width)]
+    np.testing.assert_array_equal(simclr.get_feature_names_out(), out.columns)
+    with pytest.raises(NotFittedError):
+        SimCLR().get_feature_names_out()

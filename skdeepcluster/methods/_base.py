@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.utils import TransformerTags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
@@ -105,6 +106,12 @@ class DeepClusterMixin(DeepEstimatorMixin):
         if cls.__doc__:
             cls.__doc__ = cls.__doc__.replace("{pretext_head_init}", f'"{cls._pretext_head_init}"')
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # transform gives the soft assignments, float32 whatever X's dtype (as predict_proba)
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
+        return tags
+
     # ------------------------------------------------------------------ predictions
     def predict_proba(self, X: Any) -> np.ndarray:
         """Soft cluster assignments.
@@ -125,6 +132,28 @@ class DeepClusterMixin(DeepEstimatorMixin):
     def predict(self, X: Any) -> np.ndarray:
         """Cluster index of each sample (the argmax of :meth:`predict_proba`)."""
         return self.predict_proba(X).argmax(1)
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Soft cluster assignments as features, e.g. for a later step of a Pipeline.
+
+        The same values as :meth:`predict_proba`: for the embedding of the trained network,
+        use ``module_.backbone`` or a pretext's ``transform``.
+
+        Parameters
+        ----------
+        X : array-like
+            Samples shaped like the training data.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_clusters)
+            Each sample's probability of each cluster; rows sum to 1.
+        """
+        return self.predict_proba(X)
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        """Fit on ``X``, then return its soft cluster assignments (:meth:`transform`)."""
+        return self.fit(X, y).transform(X)
 
     def _proba(self, X: np.ndarray) -> np.ndarray:
         logits = self._forward_all(self.module_, X)[self.head_]
