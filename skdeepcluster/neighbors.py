@@ -143,6 +143,7 @@ def tsne_embedding(features: Tensor, random_state: int | None = None) -> np.ndar
     Returns
     -------
     ndarray of shape (n_samples, 2), float32
+        All zeros when every row of ``features`` is the same.
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
@@ -151,6 +152,10 @@ def tsne_embedding(features: Tensor, random_state: int | None = None) -> np.ndar
     n = len(x)
     if n < 4:
         raise ValueError(f"a t-SNE embedding needs at least 4 samples, got {n}")
+    if not np.ptp(x, axis=0).any():
+        # every row the same (constant X): nothing to embed, and scikit-learn's Barnes-Hut
+        # t-SNE crashes the process (segmentation fault) on identical points
+        return np.zeros((n, 2), dtype=np.float32)
     if x.shape[1] > TSNE_MAX_INPUT_DIM and n > TSNE_MAX_INPUT_DIM:
         x = PCA(TSNE_MAX_INPUT_DIM, random_state=random_state).fit_transform(x)
     tsne = TSNE(

@@ -306,3 +306,28 @@ def test_pretext_feature_names_and_pandas_output_in_a_pipeline(blobs):
     np.testing.assert_array_equal(simclr.get_feature_names_out(), out.columns)
     with pytest.raises(NotFittedError):
         SimCLR().get_feature_names_out()
+
+
+# ----------------------------------------------------------------------------------- constant X
+
+
+def test_tsne_of_identical_rows_is_all_zeros():
+    """scikit-learn's Barnes-Hut t-SNE crashed the process (segmentation fault) on identical
+    rows, which the manifold start of any method fitted on a constant X reached."""
+    import torch
+
+    from skdeepcluster.neighbors import tsne_embedding
+
+    embedding = tsne_embedding(torch.ones(20, 5), random_state=0)
+    assert embedding.shape == (20, 2) and not embedding.any()
+    varied = tsne_embedding(torch.arange(40.0).reshape(20, 2), random_state=0)
+    assert np.ptp(varied, axis=0).min() > 0  # other data is embedded as before
+
+
+@pytest.mark.parametrize("cls", [SCAN, SeLa, DRC])
+def test_a_constant_x_ends_with_a_collapse_warning_not_a_crash(cls):
+    X = np.ones((60, 5), np.float32)
+    with pytest.warns(UserWarning, match=rf"{cls.__name__} collapsed: .* 1 of 3 clusters"):
+        model = cls(n_clusters=3, pretext=None, max_epochs=1, batch_size=32, random_state=0)
+        model.fit(X)
+    assert sorted(model.cluster_sizes_) == [0, 0, 60]
