@@ -87,7 +87,7 @@ def cache_pretexts(directory: str) -> None:
     fit = _base.fit_pretext
     os.makedirs(directory, exist_ok=True)
 
-    def cached(pretext, X, *, device, random_state, verbose):
+    def cached(pretext, X, *, device, random_state, verbose, callbacks=None):
         key = hashlib.sha1(
             repr(
                 (
@@ -104,7 +104,14 @@ def cache_pretexts(directory: str) -> None:
             with open(path, "rb") as f:
                 return pickle.load(f)
         start = time.perf_counter()
-        fitted = fit(pretext, X, device=device, random_state=random_state, verbose=verbose)
+        fitted = fit(
+            pretext,
+            X,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+            callbacks=callbacks,
+        )
         print(f"pretext fitted in {time.perf_counter() - start:.1f} s (cached)", flush=True)
         with open(path, "wb") as f:
             pickle.dump(fitted, f)
