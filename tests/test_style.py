@@ -19,3 +19,14 @@ def test_ruff(command):
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_license_file_is_the_one_pyproject_declares():
+    """pyproject.toml declared BSD-3-Clause, but there was no LICENSE file (e6dd4a8)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
+    assert declared == {"text": "BSD-3-Clause"}
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("BSD 3-Clause License")
+    assert "Neither the name of the copyright holder" in text  # the third clause
