@@ -96,33 +96,38 @@ def _duration(seconds: float) -> str:
 class LongStageWarning(Callback):
     """Warn when a silent stage's first batches predict a very long run.
 
-    After :data:`LONG_STAGE_PROBE_SECONDS` (or the first epoch, whichever comes first) the time
-    per batch is extrapolated to the stage's epochs; above :data:`LONG_STAGE_SECONDS` a
-    ``UserWarning`` gives the estimate and the remedies. ``verbose=0`` on the CPU turns it on,
-    and one fit warns at most once (:func:`one_long_fit_warning`).
+    After :data:`LONG_STAGE_PROBE_SECONDS` (or an epoch, whichever comes first) the time per
+    batch, the first batch left out as warm-up, is extrapolated to the stage's epochs; above
+    :data:`LONG_STAGE_SECONDS` a ``UserWarning`` gives the estimate and the remedies.
+    ``verbose=0`` on the CPU turns it on, and one fit warns at most once
+    (:func:`one_long_fit_warning`).
     """
 
     def __init__(self, description: str) -> None:
         self.description = description
 
     def on_train_begin(self, net: NeuralNet, **kwargs: Any) -> None:
-        self.start_, self.batches_, self.decided_ = time.monotonic(), 0, False
+        self.start_: float | None = None
+        self.batches_, self.decided_ = 0, False
 
     def on_batch_end(self, net: NeuralNet, **kwargs: Any) -> None:
         if self.decided_:
             return
+        now = time.monotonic()
+        if self.start_ is None:  # the first batch warms up (allocations, thread pools): not timed
+            self.start_ = now
+            return
         self.batches_ += 1
-        elapsed = time.monotonic() - self.start_
-        if elapsed >= LONG_STAGE_PROBE_SECONDS:
-            self._decide(net, elapsed)
+        if now - self.start_ >= LONG_STAGE_PROBE_SECONDS:
+            self._decide(net, now - self.start_)
 
     def on_epoch_end(self, net: NeuralNet, **kwargs: Any) -> None:
-        if not self.decided_:
+        if not self.decided_ and self.batches_ and self.start_ is not None:
             self._decide(net, time.monotonic() - self.start_)
 
     def _decide(self, net: NeuralNet, elapsed: float) -> None:
         self.decided_ = True
-        per_batch = elapsed / max(self.batches_, 1)
+        per_batch = elapsed / self.batches_
         total = per_batch * batches_per_epoch(len(net.data), net.batch_size) * net.max_epochs
         notice = _long_fit_notice.get()
         if total < LONG_STAGE_SECONDS or (notice is not None and notice.warned):
@@ -130,8 +135,8 @@ class LongStageWarning(Callback):
         if notice is not None:
             notice.warned = True
         warnings.warn(
-            f"{self.description} will take about {_duration(total)} on the CPU: its first "
-            f"{self.batches_} batch(es) took {elapsed:.1f} s, and it trains {net.max_epochs} "
+            f"{self.description} will take about {_duration(total)} on the CPU: {self.batches_} "
+            f"batch(es) after the first took {elapsed:.1f} s, and it trains {net.max_epochs} "
             "epochs. To shorten it: a GPU (device='cuda'), fewer epochs (max_epochs, or the "
             "pretext's: pretext__max_epochs), or a smaller backbone (backbone=...). verbose=1 "
             "shows a progress bar with the time left.",
