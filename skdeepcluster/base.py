@@ -160,14 +160,25 @@ def left_at_default(estimator: Any, name: str) -> bool:
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
 def check_float32_range(X: np.ndarray) -> None:
-    """Refuse values the float32 networks cannot hold (they would become infinite)."""
+    """Refuse float64 values the float32 networks cannot hold: beyond the float32 range (they
+    would become infinite), or an X whose every value is below float32's smallest normal number
+    (it would become 0, or lose its precision, and read as constant)."""
     largest = max(-float(X.min()), float(X.max())) if X.size else 0.0
     if largest > _FLOAT32_MAX:
         raise ValueError(
             f"X has values up to {largest:.3g} in absolute value, beyond the float32 range "
             f"(+-{_FLOAT32_MAX:.3g}) the networks compute in; rescale X first, e.g. with "
             "sklearn.preprocessing.StandardScaler or a log transform"
+        )
+    if 0 < largest < _FLOAT32_TINY:
+        raise ValueError(
+            f"X's largest absolute value is {largest:.3g}, below the smallest normal float32 "
+            f"({_FLOAT32_TINY:.3g}) the networks compute in: X would become 0. Rescale X first, "
+            "e.g. with sklearn.preprocessing.StandardScaler"
         )
 
 

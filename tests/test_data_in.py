@@ -44,7 +44,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from skorch.callbacks import Callback
 
-from skdeepcluster import DRC, SCAN, SeLa, SimCLR
+from skdeepcluster import DRC, SCAN, NeighborMiner, SeLa, SimCLR
 from skdeepcluster.backbones import Standardize
 from skdeepcluster.base import check_float32_range
 from skdeepcluster.neighbors import mine_neighbors, neighbor_graph_embedding
@@ -156,7 +156,8 @@ def test_values_beyond_float32_are_refused(blobs, value):
     X[3, 2] = value
     with pytest.raises(ValueError, match=r"beyond the float32 range"):
         DRC(n_clusters=3, pretext=None, max_epochs=1).fit(X)
-    model = DRC(n_clusters=3, pretext=None, max_epochs=1, head_init="random").fit(blobs)
+    model = DRC(n_clusters=3, pretext=None, max_epochs=2, head_init="random", random_state=0)
+    model.fit(blobs)
     for method in (model.predict, model.predict_proba):
         with pytest.raises(ValueError, match=r"X has values up to .* float32 range"):
             method(X)
@@ -398,3 +399,19 @@ def test_scan_augment_is_refused_before_any_training(blobs):
         assert not hasattr(model, "pretext_")
     finally:
         EpochRecorder.epochs = []
+
+
+@pytest.mark.parametrize("scale", [1e39, 1e100, 1e-46, 1e-50])
+def test_neighbor_miner_on_float64_beyond_float32_finds_the_same_neighbours(scale):
+    """NeighborMiner cast float64 to float32 first: beyond float32's range every row got the
+    same (NaN or zero) neighbours. Cosine neighbours do not depend on the scale."""
+    X = np.random.default_rng(0).normal(size=(20, 5))
+    expected = NeighborMiner(n_neighbors=3).fit(X).neighbors_
+    np.testing.assert_array_equal(NeighborMiner(n_neighbors=3).fit(X * scale).neighbors_, expected)
+
+
+def test_an_x_below_the_smallest_float32_is_refused():
+    """DRC.fit(X * 1e-50) turned X into zeros and said only "constant features"."""
+    X = np.random.default_rng(0).normal(size=(30, 4)) * 1e-50
+    with pytest.raises(ValueError, match=r"below the smallest normal float32"):
+        DRC(n_clusters=3, pretext=None, max_epochs=1).fit(X)
