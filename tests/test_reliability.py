@@ -163,12 +163,14 @@ def test_early_stopping_still_ends_only_its_stage(blobs, recorded):
 def test_a_diverged_run_stops_naming_stage_and_epoch(blobs):
     """At e6dd4a8 SeLa(lr=1e6) ended with NaN probabilities and every label 0."""
     model = SeLa(n_clusters=3, pretext=None, max_epochs=4, lr=1e6, batch_size=32, random_state=0)
-    with pytest.raises(TrainingDivergedError, match=r"SeLa \w+ diverged: .* at epoch \d+ of \d+"):
+    with pytest.raises(
+        TrainingDivergedError, match=r"SeLa \w+ diverged: .* at epoch \d+ of \d+\. Lower lr"
+    ):
         model.fit(blobs[0])
     assert not hasattr(model, "labels_")
 
 
-def test_divergence_is_a_floating_point_error_that_says_what_to_lower(blobs):
+def test_nan_input_is_refused_and_divergence_is_a_floating_point_error(blobs):
     X = blobs[0].copy()
     X[0, 0] = np.nan  # rejected at input: the check is in _validate_input
     with pytest.raises(ValueError, match="NaN"):
