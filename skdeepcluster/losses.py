@@ -116,7 +116,11 @@ def marginal_entropy(probs: Tensor) -> Tensor:
 
 
 def info_nce(
-    anchors: Tensor, candidates: Tensor, temperature: float, similarity: str = "cosine"
+    anchors: Tensor,
+    candidates: Tensor,
+    temperature: float,
+    similarity: str = "cosine",
+    groups: Tensor | None = None,
 ) -> Tensor:
     r"""One-directional InfoNCE: each anchor picks its own candidate out of the batch.
 
@@ -149,6 +153,11 @@ def info_nce(
     similarity : {"cosine", "dot"}, default="cosine"
         :math:`s`. Under ``"cosine"`` every row is L2-normalised first, and a
         zero row has similarity 0 with every other row.
+    groups : Tensor of shape (N,) or None, default=None
+        Integer group of each row (e.g. the sample a repeated copy comes
+        from). Candidates of the anchor's group other than its positive are
+        left out of its denominator: they are copies of the same sample, not
+        negatives. None: every other row is a negative (the formula above).
 
     Returns
     -------
@@ -187,7 +196,14 @@ def info_nce(
     a, c = anchors.to(dtype), candidates.to(dtype)
     if similarity == "cosine":
         a, c = F.normalize(a, dim=1), F.normalize(c, dim=1)
-    log_probs = F.log_softmax(a @ c.T / temperature, dim=1)
+    logits = a @ c.T / temperature
+    if groups is not None:
+        if groups.shape != (len(a),):
+            raise ValueError(f"groups must have shape ({len(a)},), got {tuple(groups.shape)}")
+        same = groups.unsqueeze(0) == groups.unsqueeze(1)
+        same.fill_diagonal_(False)  # the positive stays
+        logits = logits.masked_fill(same, float("-inf"))
+    log_probs = F.log_softmax(logits, dim=1)
     return -log_probs.diagonal().mean()
 
 
@@ -393,7 +409,11 @@ def c2bin_cluster_loss(
 
 
 def drc_feature_loss(
-    features: Tensor, features_aug: Tensor, temperature: float = 0.5, similarity: str = "dot"
+    features: Tensor,
+    features_aug: Tensor,
+    temperature: float = 0.5,
+    similarity: str = "dot",
+    groups: Tensor | None = None,
 ) -> Tensor:
     r"""Assignment-feature contrast of DRC, eq. (5): instance level, over the logits.
 
@@ -414,13 +434,17 @@ def drc_feature_loss(
     temperature : float, default=0.5
         :math:`T_{AF}`.
     similarity : {"dot", "cosine"}, default="dot"
+    groups : Tensor of shape (N,) or None, default=None
+        The sample each row is a copy of, when the batch repeats its samples (the paper's
+        repetition): the other copies of row ``i``'s sample are then left out of its
+        denominator, since they are not negatives. The paper does not (None).
 
     Returns
     -------
     Tensor
         Scalar, ``>= 0``; :math:`\log N` when the rows of ``features_aug`` are all equal.
     """
-    return info_nce(features, features_aug, temperature, similarity)
+    return info_nce(features, features_aug, temperature, similarity, groups)
 
 
 def drc_probability_loss(

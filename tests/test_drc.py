@@ -41,6 +41,62 @@ def test_feature_loss_matches_the_float64_reference(case):
     assert drc_feature_loss(z, z_aug, tau).item() == pytest.approx(expected / n, rel=1e-9)
 
 
+@given(cases, st.integers(1, 3))
+def test_masked_feature_loss_matches_the_float64_reference(case, repeats):
+    """With ``groups`` (mask_repeats): the other copies of row i's sample leave its denominator."""
+    n, k, seed, tau = case
+    groups = torch.arange(n).repeat_interleave(repeats)
+    m = len(groups)
+    z, z_aug = _randn(seed, m, k), _randn(seed + 1, m, k)
+    expected = 0.0
+    for i in range(m):
+        kept = [j for j in range(m) if j == i or groups[j] != groups[i]]
+        logits = {j: float(z[i] @ z_aug[j]) / tau for j in kept}
+        expected -= logits[i] - math.log(sum(math.exp(v) for v in logits.values()))
+    masked = drc_feature_loss(z, z_aug, tau, groups=groups).item()
+    assert masked == pytest.approx(expected / m, rel=1e-9)
+    unmasked = drc_feature_loss(z, z_aug, tau).item()
+    if repeats == 1:  # no copies: nothing to mask
+        assert masked == unmasked
+    else:  # fewer terms in every denominator
+        assert masked < unmasked
+
+
+def test_masked_feature_loss_closed_form_and_bad_groups():
+    """r identical copies of N mutually orthogonal samples under the cosine: unmasked, each
+    anchor's denominator holds its r copies; masked, only its positive: log(1 + (N-1) r e^{-1/T})
+    against log(r + (N-1) r e^{-1/T})."""
+    n, r, tau = 4, 3, 0.5
+    z = torch.eye(n, dtype=torch.float64).repeat_interleave(r, dim=0)
+    groups = torch.arange(n).repeat_interleave(r)
+    masked = drc_feature_loss(z, z, tau, "cosine", groups).item()
+    unmasked = drc_feature_loss(z, z, tau, "cosine").item()
+    assert masked == pytest.approx(math.log(1 + (n - 1) * r * math.exp(-1 / tau)), rel=1e-12)
+    assert unmasked == pytest.approx(math.log(r + (n - 1) * r * math.exp(-1 / tau)), rel=1e-12)
+    with pytest.raises(ValueError, match=r"groups must have shape \(12,\)"):
+        drc_feature_loss(z, z, tau, groups=groups[:5])
+
+
+def test_mask_repeats_reaches_the_objective(blobs):
+    module = drc_module.ClusterModel(torch.nn.Linear(6, 8), 8, [3])
+    data = drc_module.DeviceData(blobs[0], torch.device("cpu"))
+    idx = torch.arange(10)
+    out = {}
+    for mask in (False, True):
+        torch.manual_seed(0)
+        objective = drc_module.DRCObjective(
+            lambda x: x, lambda x: x + 0.1, 0.5, 0.95, 0.0, 1.0, 0.0, "cosine", "cosine", 2, mask
+        )
+        out[mask] = objective.loss(module, data, idx)["feature"]
+    x = data[idx].repeat_interleave(2, dim=0)
+    z, z_aug = module(torch.cat([x, x + 0.1]))[0].chunk(2)
+    groups = torch.arange(10).repeat_interleave(2)
+    torch.testing.assert_close(out[True], drc_feature_loss(z, z_aug, 0.5, "cosine", groups))
+    torch.testing.assert_close(out[False], drc_feature_loss(z, z_aug, 0.5, "cosine"))
+    assert out[True] < out[False]
+    assert DRC().mask_repeats is False  # the paper does not mask
+
+
 @given(cases)
 def test_feature_loss_closed_form_and_invariances(case):
     n, k, seed, tau = case

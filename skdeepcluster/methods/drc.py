@@ -60,15 +60,23 @@ class DRCObjective:
     feature_similarity: str
     probability_similarity: str
     n_repeats: int
+    mask_repeats: bool = False
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
         x = data[idx].repeat_interleave(self.n_repeats, dim=0)
         logits = module(torch.cat([self.original(x), self.augment(x)]))
+        groups = None
+        if self.mask_repeats and self.n_repeats > 1:  # row r is a copy of sample r // n_repeats
+            groups = torch.arange(len(idx), device=x.device).repeat_interleave(self.n_repeats)
         af, ap, cr = [], [], []
         for head in logits:
             z, z_aug = head.float().chunk(2)
             p, p_aug = torch.softmax(z, dim=1), torch.softmax(z_aug, dim=1)
-            af.append(drc_feature_loss(z, z_aug, self.feature_temperature, self.feature_similarity))
+            af.append(
+                drc_feature_loss(
+                    z, z_aug, self.feature_temperature, self.feature_similarity, groups
+                )
+            )
             ap.append(
                 drc_probability_loss(
                     p, p_aug, self.probability_temperature, self.probability_similarity
@@ -144,15 +152,17 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     n_repeats : int, default=1
         Each sample of a batch is repeated this many times, each copy with its own views (the
         paper: 2).
+    mask_repeats : bool, default=False
+        With ``n_repeats > 1``: leave the other copies of a sample out of its AF negatives
+        (eq. 5), which are the same image, not another one. The paper does not mask them.
     views : {"original", "symmetric"}, default="original"
         "original": a lightly translated original view and an augmented view (the paper);
         "symmetric": two augmented views.
     pretext : {"auto", "simclr", "rotnet"}, transformer or None, default="auto"
         A named pretext or a pretext transformer first learns the backbone, and the heads start
-        as k-means classifiers of its features (``head_init``); None trains from scratch in one
-        stage (the paper). "auto": "simclr" for images, None for vectors. Departs from the
-        paper: a SimCLR start measured better on digits and MNIST-test images
-        (``docs/benchmarks.md``).
+        from its features (``head_init``); None trains from scratch in one stage (the paper).
+        "auto": "simclr" for images, None for vectors. Departs from the paper: a SimCLR start
+        measured better on digits and MNIST-test images (``docs/benchmarks.md``).
     {head_init_parameter}
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch to ``(batch, features)`` when training from scratch; None picks
@@ -199,6 +209,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         "feature_similarity": [StrOptions({"dot", "cosine"})],
         "probability_similarity": [StrOptions({"dot", "cosine"})],
         "n_repeats": [Interval(Integral, 1, None, closed="left")],
+        "mask_repeats": ["boolean"],
         "views": [StrOptions({"original", "symmetric"})],
         "pretext": pretext_constraint("auto"),
         "head_init": [StrOptions({"auto", "kmeans", "manifold", "random"})],
@@ -220,6 +231,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         feature_similarity: str = "cosine",
         probability_similarity: str = "cosine",
         n_repeats: int = 1,
+        mask_repeats: bool = False,
         views: str = "original",
         pretext: Any = "auto",
         head_init: str = "auto",
@@ -246,6 +258,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.feature_similarity = feature_similarity
         self.probability_similarity = probability_similarity
         self.n_repeats = n_repeats
+        self.mask_repeats = mask_repeats
         self.views = views
         self.pretext = pretext
         self.head_init = head_init
@@ -292,6 +305,7 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             self.feature_similarity,
             self.probability_similarity,
             self.n_repeats,
+            self.mask_repeats,
         )
         trained = self._train(
             "clustering",
