@@ -53,6 +53,7 @@ class StageProgress(Callback):
 
     def on_train_end(self, net: NeuralNet, **kwargs: Any) -> None:
         self.bar_.close()
+        del self.bar_  # holds the terminal stream: a fitted estimator must stay picklable
 
 
 #: A training stage predicted to run longer than this many seconds on the CPU, at ``verbose=0``,
@@ -430,8 +431,11 @@ class DeepClusterNet(NeuralNet):
 
     def _check_finite_loss(self) -> None:
         """Stop at the first epoch whose mean loss is NaN or infinite (one check an epoch: the
-        per-batch losses are on the host already)."""
-        loss = self.history[-1].get("train_loss")
+        per-batch losses are on the host already). The epoch's ``train_loss`` is written by a
+        callback after this hook runs, so the mean is taken from the batches."""
+        batches = self.history[-1].get("batches") or []
+        losses = [row["train_loss"] for row in batches if "train_loss" in row]
+        loss = float(np.mean(losses)) if losses else None
         what = None
         if loss is not None and not math.isfinite(loss):
             what = f"the training loss is {loss}"

@@ -182,33 +182,63 @@ def check_float32_range(X: np.ndarray) -> None:
         )
 
 
-def check_image_scale(X: np.ndarray) -> np.ndarray:
+#: Float images above 1 by at most this much are still [0, 1] images (resampling overshoot).
+IMAGE_OVERSHOOT = 1e-3
+
+
+def _whole_8bit(X: np.ndarray, low: float, high: float) -> bool:
+    return low >= 0 and high <= 255 and bool(np.array_equal(X, np.round(X)))
+
+
+def check_image_scale(X: np.ndarray, fitted_scale: str | None = None) -> tuple[np.ndarray, str]:
     """Float images must be on the ``[0, 1]`` scale (or centred, with negative values).
 
     Non-negative float images that hold whole numbers up to 255 are 8-bit images stored as
     floats: they are converted to ``uint8`` with a warning, exactly as if given as ``uint8``
     (which the estimators divide by 255), so both give the same predictions. Other
     non-negative float images above 1 are refused: their scale cannot be guessed.
+
+    ``fitted_scale`` is the scale decided at fit (``image_scale_``), so that predict reads X as
+    fit did: after a fit on 8-bit floats, whole-valued floats are 8-bit even when their maximum
+    is 1 (a dark image); after a fit on centred images, any float image is taken as it is.
+
+    Returns
+    -------
+    X : ndarray
+        ``X``, or its ``uint8`` copy.
+    scale : {"uint8", "float8bit", "unit", "centred"}
+        How ``X`` was read: ``uint8`` input, whole-valued floats read as 8-bit, ``[0, 1]``
+        floats, or centred floats.
     """
-    if not X.size:
-        return X
+    if X.dtype == np.uint8:
+        return X, "uint8"
+    if not X.size or fitted_scale == "centred":
+        return X, fitted_scale or "unit"
     low, high = float(X.min()), float(X.max())
-    if low < 0 or high <= 1:
-        return X
-    if high <= 255 and np.array_equal(X, np.round(X)):
-        warnings.warn(
-            f"X holds float images with whole values in [{low:g}, {high:g}]: read as 8-bit "
-            "images (0-255) and divided by 255, as uint8 images are. Pass uint8, or floats in "
-            "[0, 1] (e.g. X / X.max() for another scale), to silence this.",
-            UserWarning,
-            stacklevel=4,
-        )
-        return X.astype(np.uint8)
+    if fitted_scale == "float8bit" and _whole_8bit(X, low, high):
+        return _as_8bit(X, low, high), "float8bit"
+    if low < 0:
+        return X, "centred"
+    if high <= 1 + IMAGE_OVERSHOOT:
+        return X, "unit"
+    if _whole_8bit(X, low, high):
+        return _as_8bit(X, low, high), "float8bit"
     raise ValueError(
         f"X holds float images with values in [{low:.4g}, {high:.4g}]; float images must be "
         "in [0, 1] (or centred, with negative values), and 8-bit images are given as uint8 "
         "(0-255). Divide X by its scale's maximum (255 for 8-bit, 65535 for 16-bit images)"
     )
+
+
+def _as_8bit(X: np.ndarray, low: float, high: float) -> np.ndarray:
+    warnings.warn(
+        f"X holds float images with whole values in [{low:g}, {high:g}]: read as 8-bit "
+        "images (0-255) and divided by 255, as uint8 images are. Pass uint8, or floats in "
+        "[0, 1] (e.g. X / X.max() for another scale), to silence this.",
+        UserWarning,
+        stacklevel=5,
+    )
+    return X.astype(np.uint8)
 
 
 @dataclass
@@ -257,7 +287,12 @@ SHARED_ATTRIBUTES_DOC = """net_ : skorch.NeuralNet
     input_shape_ : tuple
         Shape of one sample, ``(d,)`` or ``(c, h, w)``.
     n_features_in_ : int
-        Values per sample."""
+        Values per sample.
+    image_scale_ : str
+        Images only: how the training images were read, and so how later images are:
+        "uint8" (divided by 255), "float8bit" (whole-valued floats in 0-255, read as uint8),
+        "unit" (floats in [0, 1]) or "centred" (floats with negative values, taken as they
+        are)."""
 
 
 class DeepEstimatorMixin(LeanPickleMixin):
@@ -430,8 +465,12 @@ class DeepEstimatorMixin(LeanPickleMixin):
         if X.dtype == np.float64:
             check_float32_range(X)
             X = X.astype(np.float32)
-        if X.ndim == 4 and X.dtype != np.uint8:
-            X = check_image_scale(X)
+        if X.ndim == 4:
+            X, scale = check_image_scale(X, None if reset else getattr(self, "image_scale_", None))
+            if reset:
+                self.image_scale_ = scale
+        elif reset and hasattr(self, "image_scale_"):
+            del self.image_scale_  # refitted on vectors
         if reset:
             self.input_shape_ = tuple(X.shape[1:])
             self.n_features_in_ = int(np.prod(self.input_shape_))

@@ -343,7 +343,8 @@ def _argmax_spreading_ties(plan: torch.Tensor) -> torch.Tensor:
     scores) column 0, which is the opposite of an equipartition."""
     n, k = plan.shape
     best = plan.amax(dim=1, keepdim=True)
-    tied = plan >= best - best.abs() * (4 * torch.finfo(plan.dtype).eps)
+    # ``== best`` too: at best = +inf the tolerance is NaN
+    tied = (plan >= best - best.abs() * (4 * torch.finfo(plan.dtype).eps)) | (plan == best)
     rows = torch.arange(n, device=plan.device).unsqueeze(1)
     cols = torch.arange(k, device=plan.device).unsqueeze(0)
     distance = (cols - rows) % k  # 0 at column i mod K, growing cyclically

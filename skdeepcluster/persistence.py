@@ -71,11 +71,8 @@ def lean_net(net: Any) -> Any:
     weights for Adam) is only needed to go on training, which the estimators never do.
     """
     lean = object.__new__(type(net))
-    lean.__dict__ = {
-        key: value
-        for key, value in net.__dict__.items()
-        if not any(key.startswith(f"{prefix}_") for prefix in _NET_TRAINING_STATE)
-    }
+    dropped = {f"{prefix}_" for prefix in _NET_TRAINING_STATE}  # not "optimizer__lr" & co
+    lean.__dict__ = {key: value for key, value in net.__dict__.items() if key not in dropped}
     if isinstance(lean.__dict__.get("module"), nn.Module):
         lean.module = None  # the instance the net was built on: it is ``module_``
     lean.initialized_ = False
@@ -107,8 +104,8 @@ def _holds_torch_state(value: Any) -> bool:
 def _without_torch_state(callback: Any) -> Any:
     """A shallow copy of a fitted callback without the attributes that reference the optimiser,
     module or tensors (an LR scheduler's ``lr_scheduler_``, early stopping's best weights)."""
-    if not hasattr(callback, "__dict__"):
-        return callback
+    if isinstance(callback, type) or not hasattr(callback, "__dict__"):
+        return callback  # a class (skorch accepts them) or a plain object: nothing fitted
     copy = object.__new__(type(callback))
     copy.__dict__ = {k: v for k, v in vars(callback).items() if not _holds_torch_state(v)}
     return copy
@@ -158,7 +155,7 @@ class LeanPickleMixin:
             self.net_.module_ = attributes[net_module]
             if self.net_.module is None:
                 self.net_.module = self.net_.module_
-            self.net_.initialized_ = True
+            # initialized_ stays False: without criterion and optimiser the net cannot train
 
 
 # ---------------------------------------------------------------------------- save/load
@@ -300,6 +297,9 @@ def _encode(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (bool, int, float, str, Tensor, nn.Module)):
         return value
     if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OU" and all(isinstance(v, str) for v in value.ravel()):
+            # strings (feature_names_in_ after a DataFrame fit): a list, rebuilt as object
+            return {"__kind__": "str_array", "items": value.ravel().tolist(), "shape": value.shape}
         if value.dtype.kind not in "biuf":
             raise ValueError(f"cannot save {where}: an array of dtype {value.dtype}")
         stored = value.astype(_smallest_int_dtype(value)) if value.dtype.kind in "iu" else value
@@ -337,6 +337,8 @@ def _decode(value: Any) -> Any:
     kind = value["__kind__"]
     if kind == "ndarray":
         return value["data"].numpy().astype(np.dtype(value["dtype"]), copy=True)
+    if kind == "str_array":
+        return np.array(value["items"], dtype=object).reshape(value["shape"])
     if kind == "device":
         return torch.device(value["name"])
     if kind == "history":
@@ -480,6 +482,11 @@ def load(
         When the file is not a skdeepcluster file of a known version, names an estimator class
         outside the package, or contains a module class that is not allow-listed.
     """
+    if not hasattr(torch.serialization, "safe_globals"):
+        raise RuntimeError(
+            f"load needs torch >= 2.5 (torch.serialization.safe_globals); this is torch "
+            f"{torch.__version__}. Upgrade torch, or pickle the estimator instead"
+        )
     allowed = [*_module_classes(), *trusted_modules]
     try:
         with torch.serialization.safe_globals(allowed):

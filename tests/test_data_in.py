@@ -415,3 +415,43 @@ def test_an_x_below_the_smallest_float32_is_refused():
     X = np.random.default_rng(0).normal(size=(30, 4)) * 1e-50
     with pytest.raises(ValueError, match=r"below the smallest normal float32"):
         DRC(n_clusters=3, pretext=None, max_epochs=1).fit(X)
+
+
+def test_the_image_scale_decided_at_fit_holds_at_predict():
+    """The scale was decided per call: after a fit on 8-bit floats a dark image (maximum 1) was
+    read as [0, 1]; after a fit on centred images one bright image was refused; a [0, 1] image
+    with resampling overshoot (1 + 1e-7) was refused."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 1, 8, 8)).astype(np.uint8)
+    params = dict(n_clusters=3, pretext=None, head_init="random", max_epochs=1, random_state=0)
+    with pytest.warns(UserWarning, match="read as 8-bit"):
+        on_floats = SeLa(**params).fit(images.astype(np.float32))
+    assert on_floats.image_scale_ == "float8bit"
+    dark = rng.integers(0, 2, size=(5, 1, 8, 8)).astype(np.uint8)  # 0 and 1 out of 255
+    with pytest.warns(UserWarning, match="read as 8-bit"):
+        as_float = on_floats.predict_proba(dark.astype(np.float32))
+    np.testing.assert_array_equal(as_float, on_floats.predict_proba(dark))
+
+    centred = images.astype(np.float32) / 255 - 0.5
+    on_centred = SeLa(**params).fit(centred)
+    assert on_centred.image_scale_ == "centred"
+    bright = np.full((1, 1, 8, 8), 1.7, np.float32)  # no negative value, above 1
+    assert on_centred.predict(bright).shape == (1,)
+
+    unit = images.astype(np.float32) / 255
+    unit[0, 0, 0, 0] = 1 + 1e-7
+    assert SeLa(**params).fit(unit).image_scale_ == "unit"
+    assert SeLa(**params).fit(images).image_scale_ == "uint8"
+
+
+def test_standardize_keeps_a_spread_at_a_large_offset():
+    """Timestamps: mean 1.7e9, std 1000 is a spread, not float32 rounding of a constant."""
+    layer = Standardize(mean=torch.tensor([1.7e9]), std=torch.tensor([1000.0]))
+    assert float(layer.std) == 1000.0
+
+
+def test_sinkhorn_tie_spreading_takes_an_infinite_maximum():
+    from skdeepcluster.ot import _argmax_spreading_ties
+
+    plan = torch.tensor([[0.0, float("inf"), 1.0], [float("inf"), 0.0, float("inf")]])
+    assert _argmax_spreading_ties(plan).tolist() == [1, 2]  # row 1: tie, from column 1 on

@@ -240,3 +240,47 @@ def test_a_model_on_a_user_module_loads_only_when_trusted(blobs, tmp_path):
     loaded = skdeepcluster.load(tmp_path / "m.skdc", trusted_modules=[OwnBody])
     assert isinstance(loaded.backbone, OwnBody)
     same_predictions(model, loaded, blobs)
+
+
+# ------------------------------------------------------------ review findings (this issue's code)
+
+
+def test_save_load_after_a_dataframe_fit_keeps_the_feature_names(blobs, tmp_path):
+    """feature_names_in_ (an object array of str) made save refuse the estimator."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(blobs, columns=[f"f{i}" for i in range(blobs.shape[1])])
+    model = SeLa(n_clusters=3, pretext=None, max_epochs=1, batch_size=32, random_state=0)
+    model.fit(frame)
+    skdeepcluster.save(model, tmp_path / "m.skdc")
+    loaded = skdeepcluster.load(tmp_path / "m.skdc")
+    np.testing.assert_array_equal(loaded.feature_names_in_, model.feature_names_in_)
+    assert loaded.feature_names_in_.dtype == object
+    same_predictions(model, loaded, frame)
+
+
+def test_a_fit_with_progress_bars_or_callback_classes_pickles(blobs):
+    """verbose=1 left a tqdm bar (an open stream) in the net's callbacks, and a callback given
+    as a class broke the lean pickle: both made the fitted estimator unpicklable."""
+    from skorch.callbacks import EpochTimer
+
+    model = SeLa(
+        n_clusters=3,
+        pretext=None,
+        max_epochs=1,
+        batch_size=32,
+        random_state=0,
+        verbose=1,
+        callbacks=[EpochTimer],
+    ).fit(blobs)
+    again = pickle.loads(pickle.dumps(model))
+    same_predictions(model, again, blobs)
+    # the net's own parameters survive (only its module, criterion and optimiser are dropped)
+    assert again.net_.optimizer__weight_decay == model.weight_decay
+
+
+def test_load_on_a_torch_without_safe_globals_says_so(blobs, tmp_path, monkeypatch):
+    model = SeLa(n_clusters=3, pretext=None, max_epochs=1, batch_size=32).fit(blobs)
+    skdeepcluster.save(model, tmp_path / "m.skdc")
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    with pytest.raises(RuntimeError, match=r"load needs torch >= 2\.5"):
+        skdeepcluster.load(tmp_path / "m.skdc")

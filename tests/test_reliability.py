@@ -333,3 +333,47 @@ def test_a_constant_x_ends_with_a_collapse_warning_not_a_crash(cls):
         model = cls(n_clusters=3, pretext=None, max_epochs=1, batch_size=32, random_state=0)
         model.fit(X)
     assert sorted(model.cluster_sizes_) == [0, 0, 60]
+
+
+def test_a_non_finite_loss_with_finite_weights_is_caught():
+    """The epoch's train_loss is written by a callback after the net's own epoch hook, so the
+    check read None and only caught non-finite weights."""
+    import torch
+    from torch import nn
+
+    from skdeepcluster._training import DeepClusterNet, DeviceData
+
+    class InfiniteLoss:  # zero gradient: the weights stay finite
+        def loss(self, module, data, idx):
+            return {"loss": module(data[idx]).sum() * 0 + float("inf")}
+
+    X = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
+    net = DeepClusterNet(
+        nn.Linear(3, 2),
+        objective=InfiniteLoss(),
+        data=DeviceData(X, torch.device("cpu")),
+        max_epochs=3,
+        batch_size=8,
+        optimizer=torch.optim.SGD,
+        lr=0.1,
+        stage="a stage",
+    )
+    with pytest.raises(TrainingDivergedError, match=r"a stage diverged: the training loss is inf"):
+        net.fit_on_data()
+    assert len(net.history) == 1
+
+
+def test_set_output_pandas_on_a_clustering_estimator_and_its_pipeline(blobs):
+    """Once the methods had transform, Pipeline.set_output raised: no set_output on them."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = blobs[0]
+    pipe = make_pipeline(
+        StandardScaler(), SCAN(n_clusters=3, pretext=None, max_epochs=1, n_neighbors=3)
+    ).set_output(transform="pandas")
+    out = pipe.fit(X).transform(X)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == ["scan0", "scan1", "scan2"]
+    np.testing.assert_allclose(out.to_numpy(), pipe[-1].predict_proba(pipe[0].transform(X)))

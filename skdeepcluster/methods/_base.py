@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils import TransformerTags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
@@ -85,10 +86,15 @@ HEAD_INIT_ATTRIBUTES_DOC = """head_init_ : str
         head assigns to their partition cluster when the start ends."""
 
 
-class DeepClusterMixin(DeepEstimatorMixin):
+class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEstimatorMixin):
     """``predict`` / ``predict_proba`` / ``labels_`` for estimators whose ``module_`` returns a
     list of head logits (``head_`` is the one the method selected), and the pieces of ``fit``
-    every clustering method shares."""
+    every clustering method shares.
+
+    ``transform`` gives the soft assignments, named ``<method>0``, ``<method>1``... by
+    ``get_feature_names_out``, so that ``set_output(transform="pandas")`` works on the method
+    and on a Pipeline ending in it.
+    """
 
     head_: int
     #: ``head_init="auto"`` for images after a pretext.
@@ -151,9 +157,10 @@ class DeepClusterMixin(DeepEstimatorMixin):
         """
         return self.predict_proba(X)
 
-    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
-        """Fit on ``X``, then return its soft cluster assignments (:meth:`transform`)."""
-        return self.fit(X, y).transform(X)
+    @property
+    def _n_features_out(self) -> int:
+        """Columns of :meth:`transform` (``get_feature_names_out``); AttributeError unfitted."""
+        return len(self.cluster_sizes_)
 
     def _proba(self, X: np.ndarray) -> np.ndarray:
         logits = self._forward_all(self.module_, X)[self.head_]
