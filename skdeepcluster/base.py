@@ -277,7 +277,8 @@ SHARED_PARAMETERS_DOC = """{optimizer_parameter}
     callbacks : list or None, default=None
         skorch callbacks (learning-rate schedules, checkpoints, early stopping on
         ``train_loss``), copied into each training stage, a pretext's fitted by the method
-        included (unless that pretext has callbacks of its own)."""
+        included (unless that pretext has callbacks of its own: ``pretext=SimCLR(callbacks=[])``
+        keeps them out of it, e.g. for early stopping on a term only the method logs)."""
 
 #: The fitted attributes every method shares: ``{shared_attributes}`` stands for them.
 SHARED_ATTRIBUTES_DOC = """net_ : skorch.NeuralNet
