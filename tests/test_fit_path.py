@@ -63,7 +63,9 @@ def test_auto_pretext_is_simclr_for_images_only(one_epoch_pretexts, cls, shape, 
     model = tiny(cls, pretext="auto", batch_size=16).fit(X)
     assert isinstance(model.pretext_, SimCLR) == uses_simclr
     assert (model.pretext_ is None) != uses_simclr
-    assert model.head_init_ == ("kmeans" if uses_simclr else "manifold")
+    # after the pretext: k-means heads; DRC's manifold start measured better on MNIST-test
+    expected_with_pretext = "manifold" if cls is DRC else "kmeans"
+    assert model.head_init_ == (expected_with_pretext if uses_simclr else "manifold")
 
 
 def test_user_pretext_gets_the_methods_seed_and_device(blobs):
