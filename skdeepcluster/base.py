@@ -34,6 +34,7 @@ from skorch.history import History
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
+from ._pickling import LeanPickleMixin
 from ._training import (
     DeepClusterNet,
     DeviceData,
@@ -45,7 +46,6 @@ from ._training import (
     one_long_fit_warning,
 )
 from .augment import default_augmentations
-from .persistence import LeanPickleMixin
 
 _ACCEPTED_DEVICES = "'cpu', 'cuda', 'cuda:N' or a torch.device"
 

@@ -7,21 +7,18 @@ allow-listed module classes (every module class of ``torch.nn`` and of this pack
 the caller trusts explicitly): loading never executes code from the file. The estimator class is
 taken from an allow-list too.
 
-Pickling (``pickle``, ``joblib``) stays available for everything else: :class:`LeanPickleMixin`
-keeps a pickle at about the size of the weights (each tensor once, no optimiser state) and lets a
-model trained on CUDA be unpickled on a machine without it.
+Pickling (``pickle``, ``joblib``) stays available for everything else: see
+:mod:`skdeepcluster._pickling`.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import io
 import json
 import os
 import pickle
 import pkgutil
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +27,15 @@ import torch
 from skorch.history import History
 from torch import Tensor, nn
 
+from ._pickling import loadable_device
+from .methods.c2bin import C2BIN
+from .methods.drc import DRC
+from .methods.lsdc import LSDC
+from .methods.scan import SCAN
+from .methods.sela import SeLa
+from .neighbors import NeighborMiner
+from .pretext import AutoEncoder, RotNet, SimCLR
+
 __all__ = ["load", "save"]
 
 #: The file's format tag and version: :func:`load` refuses anything else.
@@ -37,150 +43,28 @@ FORMAT = "skdeepcluster"
 FORMAT_VERSION = 1
 
 
-# ------------------------------------------------------------------------------ devices
-
-
-def loadable_device(device: torch.device, owner: str) -> torch.device:
-    """``device`` when this machine has it, else the CPU with a warning (a CUDA model on a
-    CPU-only machine)."""
-    device = torch.device(device)
-    if device.type == "cuda" and (
-        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
-    ):
-        warnings.warn(
-            f"{owner} was trained on {device}, which this machine does not have: it is loaded on "
-            "the CPU. Predictions work as before; set_params(device='cpu') before refitting here.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return torch.device("cpu")
-    return device
-
-
-# -------------------------------------------------------------------------- lean pickles
-
-#: skorch's attributes that hold the module, criterion and optimiser (and their state).
-_NET_TRAINING_STATE = ("module", "criterion", "optimizer")
-
-
-def lean_net(net: Any) -> Any:
-    """A copy of a fitted skorch net without its module, criterion and optimiser: what stays is
-    its history, parameters and (emptied of torch state) callbacks.
-
-    The weights are the estimator's ``module_`` already, and the optimiser state (twice the
-    weights for Adam) is only needed to go on training, which the estimators never do.
-    """
-    lean = object.__new__(type(net))
-    dropped = {f"{prefix}_" for prefix in _NET_TRAINING_STATE}  # not "optimizer__lr" & co
-    lean.__dict__ = {key: value for key, value in net.__dict__.items() if key not in dropped}
-    if isinstance(lean.__dict__.get("module"), nn.Module):
-        lean.module = None  # the instance the net was built on: it is ``module_``
-    lean.initialized_ = False
-    # the fitted callbacks are in both lists: the ``callbacks`` parameter holds the instances
-    # that ``callbacks_`` names (an LR scheduler's optimiser included)
-    for key in ("callbacks", "callbacks_"):
-        if lean.__dict__.get(key):
-            lean.__dict__[key] = [_callback_without_torch_state(cb) for cb in lean.__dict__[key]]
-    return lean
-
-
-def _callback_without_torch_state(entry: Any) -> Any:
-    """A ``callbacks`` entry (a callback or a ``(name, callback)`` pair) without torch state."""
-    if isinstance(entry, tuple) and len(entry) == 2:
-        return entry[0], _without_torch_state(entry[1])
-    return _without_torch_state(entry)
-
-
-def _holds_torch_state(value: Any) -> bool:
-    if isinstance(value, (Tensor, nn.Module, torch.optim.Optimizer)):
-        return True
-    if isinstance(value, torch.optim.lr_scheduler.LRScheduler):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_torch_state(v) for v in value.values())
-    return False
-
-
-def _without_torch_state(callback: Any) -> Any:
-    """A shallow copy of a fitted callback without the attributes that reference the optimiser,
-    module or tensors (an LR scheduler's ``lr_scheduler_``, early stopping's best weights)."""
-    if isinstance(callback, type) or not hasattr(callback, "__dict__"):
-        return callback  # a class (skorch accepts them) or a plain object: nothing fitted
-    copy = object.__new__(type(callback))
-    copy.__dict__ = {k: v for k, v in vars(callback).items() if not _holds_torch_state(v)}
-    return copy
-
-
-class LeanPickleMixin:
-    """Pickle the torch parts of a fitted estimator once, device-independently.
-
-    Every attribute holding a module or a tensor is written together in one ``torch.save``
-    blob (shared submodules, such as a pretext's ``backbone_`` inside its ``module_``, stay
-    shared), and ``net_`` loses its training state (:func:`lean_net`). Unpickling maps the
-    tensors to the fitted device when this machine has it, and to the CPU otherwise, with a
-    warning.
-    """
-
-    def __getstate__(self) -> dict[str, Any]:
-        # a copy: object.__getstate__ returns the instance's own __dict__, popped from below
-        state = dict(super().__getstate__())  # type: ignore[misc]
-        torch_attributes = {
-            key: state.pop(key)
-            for key in [k for k, v in state.items() if isinstance(v, (Tensor, nn.Module))]
-        }
-        net = state.get("net_")
-        if net is not None:
-            state["net_"] = lean_net(net)
-            module = getattr(net, "module_", None)
-            shared = [k for k, v in torch_attributes.items() if v is module]
-            state["_net_module_attribute"] = shared[0] if shared else None
-        buffer = io.BytesIO()
-        torch.save(torch_attributes, buffer)
-        state["_torch_attributes"] = buffer.getvalue()
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        blob = state.pop("_torch_attributes", None)
-        net_module = state.pop("_net_module_attribute", None)
-        super().__setstate__(state)  # type: ignore[misc]
-        if blob is None:
-            return
-        if "device_" in state:
-            self.device_ = loadable_device(state["device_"], type(self).__name__)
-        target = getattr(self, "device_", torch.device("cpu"))
-        # weights_only=False: a pickle trusts its file anyway; save/load is the safe format
-        attributes = torch.load(io.BytesIO(blob), map_location=target, weights_only=False)
-        self.__dict__.update(attributes)
-        if net_module is not None and getattr(self, "net_", None) is not None:
-            self.net_.module_ = attributes[net_module]
-            if self.net_.module is None:
-                self.net_.module = self.net_.module_
-            # initialized_ stays False: without criterion and optimiser the net cannot train
-
-
 # ---------------------------------------------------------------------------- save/load
 
 
-def _estimator_classes() -> dict[str, type]:
-    """The estimators :func:`load` may build, by name: the package's public estimators."""
-    import skdeepcluster
+#: The estimators :func:`load` may build: the package's public estimators.
+_ESTIMATORS = (SCAN, SeLa, LSDC, C2BIN, DRC, SimCLR, RotNet, AutoEncoder, NeighborMiner)
 
-    public = {name: getattr(skdeepcluster, name) for name in skdeepcluster.__all__}
-    return {name: value for name, value in public.items() if inspect.isclass(value)}
+
+def _estimator_classes() -> dict[str, type]:
+    """The estimators :func:`load` may build, by name."""
+    return {cls.__name__: cls for cls in _ESTIMATORS}
 
 
 def _module_classes() -> list[type]:
     """Every ``nn.Module`` class of ``torch.nn`` and of this package: what a file's modules may
     be made of."""
-    import skdeepcluster
-
     found: set[type] = set()
     namespaces = [torch.nn]
-    for package, prefix in (
-        (torch.nn.modules, "torch.nn.modules."),
-        (skdeepcluster, "skdeepcluster."),
+    for path, prefix in (
+        (torch.nn.modules.__path__, "torch.nn.modules."),
+        ([os.path.dirname(__file__)], f"{__package__}."),  # this package's modules
     ):
-        for info in pkgutil.walk_packages(package.__path__, prefix):
+        for info in pkgutil.walk_packages(path, prefix):
             namespaces.append(importlib.import_module(info.name))
     for namespace in namespaces:
         for value in vars(namespace).values():
