@@ -1,5 +1,6 @@
 """Deep clustering methods as scikit-learn estimators, trained with skorch on CPU or CUDA."""
 
+from ._training import TrainingDivergedError
 from .methods.c2bin import C2BIN
 from .methods.drc import DRC
 from .methods.lsdc import LSDC
@@ -20,6 +21,7 @@ __all__ = [
     "RotNet",
     "SeLa",
     "SimCLR",
+    "TrainingDivergedError",
     "load",
     "save",
 ]

@@ -14,6 +14,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from skorch.callbacks import Callback, EarlyStopping
 
+import skdeepcluster
 from skdeepcluster import DRC, SCAN, SeLa, SimCLR
 from skdeepcluster import _training as training
 from skdeepcluster._training import TrainingDivergedError
@@ -176,6 +177,7 @@ def test_nan_input_is_refused_and_divergence_is_a_floating_point_error(blobs):
     with pytest.raises(ValueError, match="NaN"):
         DRC(n_clusters=3, pretext=None, max_epochs=1).fit(X)
     assert issubclass(TrainingDivergedError, FloatingPointError)
+    assert skdeepcluster.TrainingDivergedError is TrainingDivergedError  # public name
 
 
 # -------------------------------------------------------------------------------------- collapse
