@@ -70,9 +70,8 @@ def _callback_without_torch_state(entry: Any) -> Any:
 
 
 def _holds_torch_state(value: Any) -> bool:
-    if isinstance(value, (Tensor, nn.Module, torch.optim.Optimizer)):
-        return True
-    if isinstance(value, torch.optim.lr_scheduler.LRScheduler):
+    torch_state = (Tensor, nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)
+    if isinstance(value, torch_state):
         return True
     if isinstance(value, dict):
         return any(_holds_torch_state(v) for v in value.values())

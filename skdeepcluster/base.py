@@ -158,8 +158,6 @@ def left_at_default(estimator: Any, name: str) -> bool:
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 

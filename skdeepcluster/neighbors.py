@@ -265,10 +265,9 @@ class NeighborMiner(TransformerMixin, BaseEstimator):
                 f"samples ({X.shape[0]})"
             )
         if X.dtype == np.float64:
-            # cosine neighbours do not depend on a row's scale: each row at a peak of 1, in
-            # float64, so that the float32 copy neither overflows (|x| > 3.4e38) nor underflows
-            peak = np.abs(X).max(axis=1, keepdims=True)
-            X = X / np.where(peak > 0, peak, 1.0)
+            # cosine neighbours do not depend on a row's scale: unit rows in float64, so that
+            # the float32 copy neither overflows (|x| > 3.4e38) nor underflows
+            X = to_numpy(unit_rows(torch.from_numpy(np.require(X, requirements="W"))))
         features = torch.as_tensor(
             np.require(X, requirements="W"), dtype=torch.float32, device=resolve_device(self.device)
         )

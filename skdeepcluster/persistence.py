@@ -46,13 +46,15 @@ FORMAT_VERSION = 1
 # ---------------------------------------------------------------------------- save/load
 
 
-#: The estimators :func:`load` may build: the package's public estimators.
-_ESTIMATORS = (SCAN, SeLa, LSDC, C2BIN, DRC, SimCLR, RotNet, AutoEncoder, NeighborMiner)
+#: The estimators :func:`save` writes and :func:`load` may build, by name: the package's own.
+_ESTIMATOR_CLASSES = {
+    cls.__name__: cls
+    for cls in (SCAN, SeLa, LSDC, C2BIN, DRC, SimCLR, RotNet, AutoEncoder, NeighborMiner)
+}
 
 
-def _estimator_classes() -> dict[str, type]:
-    """The estimators :func:`load` may build, by name."""
-    return {cls.__name__: cls for cls in _ESTIMATORS}
+def _is_package_estimator(value: Any) -> bool:
+    return _ESTIMATOR_CLASSES.get(type(value).__name__) is type(value)
 
 
 def _module_classes() -> list[type]:
@@ -110,7 +112,7 @@ def _params_to_json(value: Any, where: str, modules: list[nn.Module]) -> Any:
         return [_params_to_json(v, f"{where}[{i}]", modules) for i, v in enumerate(value)]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _params_to_json(v, f"{where}[{k!r}]", modules) for k, v in value.items()}
-    if type(value).__name__ in _estimator_classes() and hasattr(value, "get_params"):
+    if _is_package_estimator(value):
         return {
             "__estimator__": type(value).__name__,
             "params": _params_to_json(
@@ -151,12 +153,12 @@ def _params_from_json(value: Any, modules: list[nn.Module]) -> Any:
 
 
 def _build_estimator(name: str, params: dict[str, Any]) -> Any:
-    classes = _estimator_classes()
-    if name not in classes:
+    if name not in _ESTIMATOR_CLASSES:
         raise ValueError(
-            f"the file names estimator class {name!r}; load builds only {sorted(classes)}"
+            f"the file names estimator class {name!r}; load builds only "
+            f"{sorted(_ESTIMATOR_CLASSES)}"
         )
-    return classes[name](**params)
+    return _ESTIMATOR_CLASSES[name](**params)
 
 
 # Fitted attributes: plain data for weights_only. -----------------------------------------
@@ -187,7 +189,7 @@ def _encode(value: Any, where: str) -> Any:
         if value.dtype.kind not in "biuf":
             raise ValueError(f"cannot save {where}: an array of dtype {value.dtype}")
         stored = value.astype(_smallest_int_dtype(value)) if value.dtype.kind in "iu" else value
-        if stored.dtype == np.uint16 or stored.dtype == np.uint32 or stored.dtype == np.uint64:
+        if stored.dtype.kind == "u" and stored.dtype != np.uint8:  # torch's only unsigned type
             stored = value.astype(np.int64)
         return {
             "__kind__": "ndarray",
@@ -205,7 +207,7 @@ def _encode(value: Any, where: str) -> Any:
     if isinstance(value, dict):
         items = [[_encode(k, where), _encode(v, f"{where}[{k!r}]")] for k, v in value.items()]
         return {"__kind__": "dict", "items": items}
-    if type(value).__name__ in _estimator_classes() and hasattr(value, "get_params"):
+    if _is_package_estimator(value):
         return _encode_estimator(value, where)
     raise ValueError(
         f"cannot save {where}: {type(value).__module__}.{type(value).__qualname__} is not a "
@@ -313,9 +315,9 @@ def save(estimator: Any, path: str | os.PathLike) -> None:
     --------
     load : Read the file back.
     """
-    if type(estimator).__name__ not in _estimator_classes():
+    if not _is_package_estimator(estimator):
         raise TypeError(
-            f"save takes an estimator of this package ({sorted(_estimator_classes())}), "
+            f"save takes an estimator of this package ({sorted(_ESTIMATOR_CLASSES)}), "
             f"got {type(estimator).__qualname__}"
         )
     payload = {

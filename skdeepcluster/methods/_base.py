@@ -40,11 +40,11 @@ def pretext_constraint(*extra_names: str) -> list:
     return [StrOptions({*NAMED_PRETEXTS, *extra_names}), HasMethods(["fit", "get_params"]), None]
 
 
-#: The fitted attributes every clustering method shares: ``{cluster_attributes}`` in a
-#: method's docstring stands for them.
 #: A cluster holding more than this share of the training samples is reported as a collapse.
 COLLAPSE_LARGEST_SHARE = 0.9
 
+#: The fitted attributes every clustering method shares: ``{cluster_attributes}`` in a
+#: method's docstring stands for them.
 CLUSTER_ATTRIBUTES_DOC = """labels_ : ndarray of shape (n_samples,)
         Clusters of the training samples (``predict`` on them).
     pretext_ : transformer or None
