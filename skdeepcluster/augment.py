@@ -320,10 +320,14 @@ class StrongImageAugment:
 def default_augmentations(sample: Tensor, weak: Augment | None = None) -> tuple[Augment, Augment]:
     """``(weak, strong)`` view makers for training data ``sample`` (raw scale).
 
-    Vectors get noise and masking (strong: more of both). Colour images get SimCLR's crop (20-100 %
-    of the area), flip, colour jitter and grayscale. Single-channel images get milder crops
-    (40-100 %), rotations up to 15 degrees and no flip: gray images are mostly digits, characters
-    and other shapes whose mirror image is another class, and whose parts alone say little.
+    Vectors get SCARF's marginal corruption (:class:`MarginalCorruption`): 20 % of the entries
+    replaced by draws from their feature's marginal, 40 % in the strong view. Zero masking and noise
+    (:class:`VectorAugment`, the earlier default) leave the data's support and measured worse
+    (digits as vectors, SeLa: 0.863 against 0.919, ``docs/benchmarks.md``). Colour images get
+    SimCLR's crop (20-100 % of the area), flip, colour jitter and grayscale. Single-channel images
+    get milder crops (40-100 %), rotations up to 15 degrees and no flip: gray images are mostly
+    digits, characters and other shapes whose mirror image is another class, and whose parts alone
+    say little.
     The strong view of images is the weak one followed by RandAugment-like operations and cutout.
 
     Parameters
@@ -335,8 +339,8 @@ def default_augmentations(sample: Tensor, weak: Augment | None = None) -> tuple[
         on it (vectors keep the default strong view).
     """
     if sample.ndim == 2:
-        std = column_spread(sample)
-        default_weak, strong = VectorAugment(std, 0.2, 0.2), VectorAugment(std, 0.4, 0.4)
+        pool = sample.float()
+        default_weak, strong = MarginalCorruption(pool, 0.2), MarginalCorruption(pool, 0.4)
         return weak or default_weak, strong
     if weak is None:
         if sample.shape[1] == 1:

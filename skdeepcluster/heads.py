@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.cluster import KMeans
+from sklearn.cluster import AgglomerativeClustering, KMeans
 from torch import Tensor, nn
 
 from ._validation import check_number, check_positive_int
@@ -250,14 +250,15 @@ def fit_linear_head(
 def manifold_partition(
     manifold_input: Tensor, sizes: Sequence[int], seed: int
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """k-means partitions, one per size in ``sizes``, of the t-SNE embedding of
+    """Ward partitions, one per size in ``sizes``, of the t-SNE embedding of
     ``manifold_input``: the manifold step of the vector path.
 
-    On vectors, a k-means of the t-SNE embedding (:func:`~skdeepcluster.neighbors.tsne_embedding`)
-    follows the data's manifold, where a k-means of the features themselves cuts across it
-    (``docs/benchmarks.md``). The embedding is computed once, on at most
-    :data:`MANIFOLD_MAX_SAMPLES` rows (a random subset); partition ``h`` uses k-means seed
-    ``seed + h``.
+    On vectors, a partition of the t-SNE embedding (:func:`~skdeepcluster.neighbors.tsne_embedding`)
+    follows the data's manifold, where a k-means of the features themselves cuts across it.
+    Ward's agglomerative clustering of the embedding follows t-SNE's elongated clusters better
+    than k-means (MNIST-test as vectors: 0.843 ACC against 0.780; digits 0.951 against 0.945,
+    ``docs/benchmarks.md``) and is deterministic. The embedding is computed once, on at most
+    :data:`MANIFOLD_MAX_SAMPLES` rows (a random subset drawn with ``seed``).
 
     Returns
     -------
@@ -277,7 +278,7 @@ def manifold_partition(
     )
     embedding = tsne_embedding(manifold_input[torch.as_tensor(rows)], random_state=seed)
     labels = [
-        KMeans(k, n_init=10, random_state=seed + h).fit_predict(embedding).astype(np.int64)
-        for h, k in enumerate(sizes)
+        AgglomerativeClustering(k, linkage="ward").fit_predict(embedding).astype(np.int64)
+        for k in sizes
     ]
     return rows, labels

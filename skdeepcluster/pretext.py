@@ -390,7 +390,10 @@ class AutoEncoder(PretextMixin, TransformerMixin, BaseEstimator):
     replaced by draws from their feature's marginal), which makes it a denoising autoencoder.
     ``transform`` returns the encoder's embeddings; a clustering method given
     ``pretext="autoencoder"`` starts from the encoder, and with ``head_init="manifold"`` from a
-    partition of the t-SNE embedding of those embeddings (N2D's manifold step).
+    partition of the t-SNE embedding of those embeddings (N2D's manifold step). The methods'
+    ``pretext="auto"`` picks it for vectors of 256 features and more, and fine-tune its encoder at
+    a tenth of their learning rate (``fine_tune_lr_scale``): a plain MLP without normalisation, it
+    drifts away from what it learnt at the rates that suit batch-normalised backbones.
 
     Vectors only: images get SimCLR or RotNet, which know what a view of an image is.
 
@@ -459,6 +462,9 @@ class AutoEncoder(PretextMixin, TransformerMixin, BaseEstimator):
         "max_epochs": epochs_constraint(0),
     }
     _auto_epochs = (AUTOENCODER_AUTO_MIN_EPOCHS, AUTOENCODER_AUTO_MIN_STEPS)
+    #: A clustering method fine-tunes this encoder at this fraction of its learning rate
+    #: (MNIST-test as vectors, seed 0: DRC 0.435 -> 0.962, SeLa 0.924 -> 0.948).
+    fine_tune_lr_scale = 0.1
 
     def __init__(
         self,

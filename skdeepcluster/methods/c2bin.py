@@ -174,11 +174,12 @@ class C2BIN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Hidden width of the projector and predictor (the paper: 512).
     projection_dim : int, default=128
         Output width of the projector and predictor.
-    pretext : {"auto", "simclr", "rotnet"}, transformer or None, default="auto"
-        A named pretext or a pretext transformer first learns the backbone, and the heads start
-        as k-means classifiers of its features (``head_init``); None trains from scratch in one
-        stage (the paper). "auto": "simclr" for images, None for vectors. Departs from the
-        paper: a SimCLR start measured better on digits images (``docs/benchmarks.md``).
+    pretext : {"auto", "simclr", "rotnet", "autoencoder"}, transformer or None, default="auto"
+        A named pretext or a pretext transformer first learns the backbone, and the heads start as
+        k-means classifiers of its features (``head_init``); None trains from scratch in one stage
+        (the paper). "auto": "simclr" for images; for vectors "autoencoder" from 256 features, else
+        None. Departs from the paper: a SimCLR start measured better on digits images
+        (``docs/benchmarks.md``).
     {head_init_parameter}
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch to ``(batch, features)`` when training from scratch; None picks

@@ -158,11 +158,12 @@ class DRC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     views : {"original", "symmetric"}, default="original"
         "original": a lightly translated original view and an augmented view (the paper);
         "symmetric": two augmented views.
-    pretext : {"auto", "simclr", "rotnet"}, transformer or None, default="auto"
-        A named pretext or a pretext transformer first learns the backbone, and the heads start
-        from its features (``head_init``); None trains from scratch in one stage (the paper).
-        "auto": "simclr" for images, None for vectors. Departs from the paper: a SimCLR start
-        measured better on digits and MNIST-test images (``docs/benchmarks.md``).
+    pretext : {"auto", "simclr", "rotnet", "autoencoder"}, transformer or None, default="auto"
+        A named pretext or a pretext transformer first learns the backbone, and the heads start from
+        its features (``head_init``); None trains from scratch in one stage (the paper). "auto":
+        "simclr" for images; for vectors "autoencoder" from 256 features, else None. Departs from
+        the paper: a SimCLR start measured better on digits and MNIST-test images
+        (``docs/benchmarks.md``).
     {head_init_parameter}
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch to ``(batch, features)`` when training from scratch; None picks

@@ -20,7 +20,7 @@ from ..losses import consistency_mse, lsdc_pairwise_bce, rampup_weight
 from ..mixing import composite_targets, mixup, ricap
 from ..neighbors import neighbor_graph_embedding
 from ..pairwise_labels import calibrate_similarity, calibrated_parameter, pairwise_adjacency
-from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint
+from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint, resolve_pretext
 
 #: ``threshold=None`` / ``n_neighbors=None`` are calibrated on this many random batches.
 CALIBRATION_BATCHES = 20
@@ -187,12 +187,14 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     rampup_epochs : int, default=10
         Length of its ramp-up in epochs (counted in optimisation steps); 0 for none. The paper
         ramps up over 100 of 220 epochs (measured: ``docs/benchmarks.md``).
-    pretext : {"simclr", "rotnet"}, transformer or None, default="simclr"
+    pretext : {"auto", "simclr", "rotnet", "autoencoder"}, transformer or None, default="auto"
         Self-supervised initialisation of the backbone: a name for
         :class:`~skdeepcluster.SimCLR` / :class:`~skdeepcluster.RotNet` (images only) with their
         defaults, or an (unfitted) pretext transformer exposing ``backbone_`` after fit (cloned,
         never modified); either gets this estimator's ``device``, ``random_state`` and
-        ``verbose`` unless set on it. None trains from scratch. The paper: "rotnet".
+        ``verbose`` unless set on it. None trains from scratch. "auto": "simclr" for images;
+        for vectors "autoencoder" from 256 features, else None (measured:
+        ``docs/benchmarks.md``). The paper: "rotnet".
     freeze_backbone : bool or "auto", default="auto"
         With a pretext, keep the early layers fixed (weights and batch-norm statistics) and train
         only the backbone's last block and the linear head, as the paper does
@@ -200,11 +202,13 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
     label_features : {"auto", "online", "pretext", "spectral"}, default="auto"
         Features the pairwise labels are made from. "online": the network's own penultimate
         features of the clean view, detached, every batch (the paper). "pretext": the pretext
-        backbone's features, computed once and held fixed. "spectral": the spectral embedding
-        of those features' 30-nearest-neighbour graph in ``n_clusters`` dimensions
+        backbone's features (without a pretext, vectors only: the standardised input), computed
+        once and held fixed. "spectral": the spectral embedding of those features'
+        30-nearest-neighbour graph in ``n_clusters`` dimensions
         (:func:`skdeepcluster.neighbors.neighbor_graph_embedding`), held fixed. "auto":
-        "spectral" with a pretext (not the paper: measured 0.54 -> 0.97 on MNIST-test,
-        ``docs/benchmarks.md``), "online" without one.
+        "spectral" with a pretext or on vectors (not the paper: measured 0.54 -> 0.97 on
+        MNIST-test, and online labels collapse on vectors without a pretext,
+        ``docs/benchmarks.md``), "online" for images without one.
     {head_init_parameter}
     max_epochs : int or "auto", default="auto"
         Training epochs. "auto": at least 30 epochs and 5,000 optimisation steps, the steps
@@ -268,7 +272,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         "composition": [StrOptions({"auto", "ricap", "mixup"}), None],
         "consistency_weight": [Interval(Real, 0, None, closed="left")],
         "rampup_epochs": [Interval(Integral, 0, None, closed="left")],
-        "pretext": pretext_constraint(),
+        "pretext": pretext_constraint("auto"),
         "freeze_backbone": ["boolean", StrOptions({"auto"})],
         "label_features": [StrOptions({"auto", "online", "pretext", "spectral"})],
         "head_init": [StrOptions({"auto", "kmeans", "manifold", "random"})],
@@ -287,7 +291,7 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         composition: str | None = "auto",
         consistency_weight: float = 10.0,
         rampup_epochs: int = 10,
-        pretext: Any = "simclr",
+        pretext: Any = "auto",
         freeze_backbone: Any = "auto",
         label_features: str = "auto",
         head_init: str = "auto",
@@ -359,21 +363,23 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
                 "composition='ricap' needs images (n, h, w) or (n, c, h, w); X holds "
                 "vectors: use composition='mixup' (or 'auto')"
             )
-        if self.freeze_backbone is True and self.pretext is None:
+        pretext = resolve_pretext(self.pretext, X)
+        if self.freeze_backbone is True and pretext is None:
             raise ValueError(
                 "freeze_backbone=True needs a pretext to initialise the frozen layers "
                 "(pretext='rotnet', 'simclr' or a transformer)"
             )
-        if self.label_features in ("pretext", "spectral") and self.pretext is None:
+        if self.label_features in ("pretext", "spectral") and pretext is None and X.ndim != 2:
             raise ValueError(
-                f"label_features={self.label_features!r} needs a pretext "
+                f"label_features={self.label_features!r} on images needs a pretext "
                 "(pretext='simclr', 'rotnet' or a transformer); use 'online' to "
                 "train from scratch"
             )
 
     # ------------------------------------------------------------------ fit
     def _fit(self, fit: FitInput) -> None:
-        with_pretext = self.pretext is not None
+        pretext = resolve_pretext(self.pretext, fit.X)
+        with_pretext = pretext is not None
         self.composition_ = (
             ("ricap" if fit.X.ndim == 4 else "mixup")
             if self.composition == "auto"
@@ -383,15 +389,15 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
             with_pretext if self.freeze_backbone == "auto" else bool(self.freeze_backbone)
         )
         self.label_features_ = (
-            ("spectral" if with_pretext else "online")
+            ("spectral" if with_pretext or fit.X.ndim == 2 else "online")
             if self.label_features == "auto"
             else self.label_features
         )
         self.n_epochs_ = resolve_max_epochs(
             self.max_epochs, len(fit.X), self.batch_size, AUTO_MIN_EPOCHS, AUTO_MIN_STEPS
         )
-        backbone = self._initial_backbone(fit, self.pretext, freeze=self.freeze_backbone_)
-        fixed = self._fixed_label_features(backbone, fit.data, fit.seed)
+        backbone = self._initial_backbone(fit, pretext, freeze=self.freeze_backbone_)
+        fixed = self._fixed_label_features(backbone, fit, fit.seed)
         params = self._calibrate(self._similarity_params(), fixed, fit.seed)
         weak, _ = self._views(fit.data)
         objective = LSDCObjective(
@@ -418,13 +424,16 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self.threshold_ = objective.similarity_params.get("threshold")
         self.n_neighbors_ = objective.similarity_params.get("n_neighbors")
 
-    def _fixed_label_features(
-        self, backbone: nn.Module, data: DeviceData, seed: int
-    ) -> Tensor | None:
-        """The features pairwise labels are made from when they are held fixed, else None."""
+    def _fixed_label_features(self, backbone: nn.Module, fit: FitInput, seed: int) -> Tensor | None:
+        """The features pairwise labels are made from when they are held fixed, else None: the
+        pretext's, or without a pretext the standardised input (an untrained backbone's
+        features are no better than its input)."""
         if self.label_features_ == "online":
             return None
-        features = self._forward_data(backbone, data)
+        if self.pretext_ is None:
+            features = self._standardized_input(fit)
+        else:
+            features = self._forward_data(backbone, fit.data)
         n = len(features)
         if self.label_features_ == "spectral" and n >= 3:
             # tiny data: the graph and the eigenvectors (plus the dropped trivial one) must fit

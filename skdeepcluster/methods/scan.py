@@ -28,7 +28,7 @@ from ..base import (
 from ..heads import ClusterModel
 from ..losses import scan_loss, self_label_loss
 from ..neighbors import mine_neighbors, neighbors_of
-from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint
+from ._base import N_CLUSTERS_CONSTRAINT, DeepClusterMixin, pretext_constraint, resolve_pretext
 
 #: ``max_epochs="auto"`` of the clustering step: at least this many epochs and steps.
 AUTO_MIN_EPOCHS = 30
@@ -135,12 +135,15 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     ----------
     n_clusters : int, default=10
         Number of clusters (at least 2).
-    pretext : {"simclr", "rotnet"}, transformer or None, default="simclr"
+    pretext : {"auto", "simclr", "rotnet", "autoencoder"}, transformer or None, default="auto"
         Pretext learner for raw data: a name for :class:`~skdeepcluster.SimCLR` /
         :class:`~skdeepcluster.RotNet` with their defaults, or an (unfitted) pretext transformer
         exposing ``backbone_`` after fit (cloned, never modified); either gets this estimator's
         ``device``, ``random_state`` and ``verbose`` unless set on it. None when X holds feature
-        vectors. Ignored when X carries mined neighbours.
+        vectors: neighbours mined and heads trained in the input space. "auto": "simclr" for
+        images; for vectors "autoencoder" from 256 features, else None (not the paper, which
+        has images only; measured: ``docs/benchmarks.md``). Ignored when X carries mined
+        neighbours.
     n_neighbors : int, default=5
         Neighbours mined per sample (the paper's text; its released configuration: 20).
     include_self : bool, default=True
@@ -215,7 +218,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     _parameter_constraints = {
         **COMMON_CONSTRAINTS,
         "n_clusters": N_CLUSTERS_CONSTRAINT,
-        "pretext": pretext_constraint(),
+        "pretext": pretext_constraint("auto"),
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "include_self": ["boolean"],
         "n_heads": [Interval(Integral, 1, None, closed="left")],
@@ -234,7 +237,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
         self,
         n_clusters: int = 10,
         *,
-        pretext: Any = "simclr",
+        pretext: Any = "auto",
         n_neighbors: int = 5,
         include_self: bool = True,
         n_heads: int = 10,
@@ -292,7 +295,7 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
     # ------------------------------------------------------------------ fit
     def _fit(self, fit: FitInput) -> None:
         carried = neighbors_of(fit.raw, len(fit.X))
-        pretext = None if carried is not None else self.pretext
+        pretext = None if carried is not None else resolve_pretext(self.pretext, fit.X)
         weak, strong = self._views(fit.data)
         if pretext is None:  # X holds features: heads on them, standardised, not augmented
             if fit.X.ndim != 2:

@@ -264,13 +264,13 @@ class SeLa(DeepClusterMixin, ClusterMixin, BaseEstimator):
         Use it when the cluster sizes are known or estimated not to be equal (imbalanced data);
         heads with another number of clusters always use a uniform marginal. Cluster ``j`` of the
         kept head gets about ``cluster_marginal[j] * n_samples`` samples in ``pseudo_labels_``.
-    pretext : {"auto", "simclr", "rotnet"}, transformer or None, default="auto"
+    pretext : {"auto", "simclr", "rotnet", "autoencoder"}, transformer or None, default="auto"
         Where the backbone starts: a named pretext (:class:`~skdeepcluster.SimCLR`,
-        :class:`~skdeepcluster.RotNet`) or an (unfitted) pretext transformer exposing
-        ``backbone_`` after fit (cloned, never modified), either given this estimator's
-        ``device``, ``random_state`` and ``verbose`` unless set on it; None trains from scratch
-        (the paper). "auto": "simclr" for images, None for vectors (measured:
-        ``docs/benchmarks.md``).
+        :class:`~skdeepcluster.RotNet`) or an (unfitted) pretext transformer exposing ``backbone_``
+        after fit (cloned, never modified), either given this estimator's ``device``,
+        ``random_state`` and ``verbose`` unless set on it; None trains from scratch (the paper).
+        "auto": "simclr" for images; for vectors "autoencoder" from 256 features, else None
+        (measured: ``docs/benchmarks.md``).
     {head_init_parameter}
     backbone : torch.nn.Module or None, default=None
         Network mapping a batch of raw inputs to ``(batch, features)`` when training from scratch
