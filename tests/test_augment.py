@@ -6,6 +6,7 @@ import torch
 
 from skdeepcluster.augment import (
     ImageAugment,
+    MarginalCorruption,
     StrongImageAugment,
     VectorAugment,
     column_spread,
@@ -69,9 +70,9 @@ def test_vector_view_is_noise_scaled_to_each_feature_and_masking():
 def test_default_views_by_data_kind():
     vectors = torch.randn(50, 4)
     weak, strong = default_augmentations(vectors)
-    assert isinstance(weak, VectorAugment) and isinstance(strong, VectorAugment)
-    assert (weak.noise, strong.noise) == (0.2, 0.4)
-    torch.testing.assert_close(weak.feature_std, column_spread(vectors))
+    assert isinstance(weak, MarginalCorruption) and isinstance(strong, MarginalCorruption)
+    assert (weak.prob, strong.prob) == (0.2, 0.4)  # SCARF: draws from the features' marginals
+    torch.testing.assert_close(weak.pool, vectors)
     gray_weak, gray_strong = default_augmentations(images(c=1))
     assert gray_weak.flip_prob == 0.0 and gray_weak.rotation == 15.0  # mirrored digits differ
     assert gray_strong.base is gray_weak
@@ -83,7 +84,7 @@ def test_a_given_weak_view_is_used_and_the_strong_view_built_on_it():
     weak, strong = default_augmentations(images(), weak=identity)
     assert weak is identity and strong.base is identity
     vector_weak, vector_strong = default_augmentations(torch.randn(10, 3), weak=identity)
-    assert vector_weak is identity and isinstance(vector_strong, VectorAugment)
+    assert vector_weak is identity and isinstance(vector_strong, MarginalCorruption)
 
 
 def test_column_spread_of_one_row_is_one():

@@ -335,7 +335,8 @@ def test_label_features_resolved(
 def test_default_threshold_is_calibrated_to_one_pair_in_n_clusters(monkeypatch, blobs, similarity):
     adjacencies = _spy(monkeypatch, "pairwise_adjacency")
     extra = {"temperature": 30.0} if similarity == "sne" else {}  # T² near the squared distances
-    model = tiny_lsdc(similarity=similarity, max_epochs=1, **extra).fit(blobs[0])
+    model = tiny_lsdc(similarity=similarity, max_epochs=1, label_features="online", **extra)
+    model.fit(blobs[0])
     if similarity == "knn":
         assert isinstance(model.n_neighbors_, int) and model.threshold_ is None
     else:
@@ -462,7 +463,7 @@ def test_pickle_and_reproducible(blobs):
             "vectors",
             "'label_features' parameter of LSDC must be a str among.*'spectral'",
         ),
-        ({"label_features": "pretext"}, "vectors", "label_features='pretext' needs a pretext"),
+        ({"label_features": "pretext"}, "images", "label_features='pretext' on images needs a"),
         (
             {"max_epochs": 0},
             "vectors",
@@ -480,6 +481,7 @@ def test_bad_input_raises(blobs, params, X_kind, match):
         "nan": np.where(np.eye(300, 10, dtype=bool), np.nan, blobs[0]),
         "1d": blobs[0][:, 0],
         "5d": np.zeros((4, 1, 1, 8, 8), dtype=np.float32),
+        "images": np.zeros((20, 8, 8), dtype=np.float32),
     }[X_kind]
     with pytest.raises(ValueError, match=match):
         tiny_lsdc(**params).fit(X)

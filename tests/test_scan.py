@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 
 from skdeepcluster import SCAN, SimCLR
 from skdeepcluster._training import DeviceData
-from skdeepcluster.augment import VectorAugment, identity
+from skdeepcluster.augment import MarginalCorruption, identity
 from skdeepcluster.losses import self_label_loss
 from skdeepcluster.methods import scan as scan_module
 from skdeepcluster.metrics import cluster_accuracy
@@ -274,6 +274,5 @@ def test_strong_clustering_views_use_the_strong_augmentation(monkeypatch, blobs)
     raw_scan(clustering_views="strong", max_epochs=1, self_label_epochs=0).fit(X)
     raw_scan(clustering_views="weak", max_epochs=1, self_label_epochs=0).fit(X)
     strong, weak = calls
-    assert isinstance(strong, VectorAugment) and isinstance(weak, VectorAugment)
-    assert (strong.noise, strong.mask_prob) == (0.4, 0.4)
-    assert (weak.noise, weak.mask_prob) == (0.2, 0.2)
+    assert isinstance(strong, MarginalCorruption) and isinstance(weak, MarginalCorruption)
+    assert (strong.prob, weak.prob) == (0.4, 0.2)

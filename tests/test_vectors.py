@@ -161,9 +161,18 @@ def test_an_autoencoder_encoder_is_fine_tuned_at_a_tenth_of_the_lr(blobs, cls):
     module = model.net_.module_
     backbone_weight = next(module.backbone.parameters())
     head_weight = next(module.heads.parameters())
-    assert AutoEncoder.fine_tune_lr_scale == 0.1
+    assert pretext.fine_tune_lr_scale == 0.1  # the default
     assert _lr_of(model.net_, backbone_weight) == pytest.approx(0.001)
     assert _lr_of(model.net_, head_weight) != pytest.approx(0.001)
+
+
+def test_the_autoencoder_can_ask_for_the_method_lr(blobs):
+    X, _ = blobs
+    model = DRC(n_clusters=3, pretext="autoencoder", lr=0.01, max_epochs=1, random_state=0)
+    model.set_params(pretext__max_epochs=1, pretext__hidden=(8,), pretext__fine_tune_lr_scale=1.0)
+    model.fit(X)
+    backbone_weight = next(model.net_.module_.backbone.parameters())
+    assert _lr_of(model.net_, backbone_weight) == pytest.approx(0.01)
 
 
 def test_other_pretexts_are_fine_tuned_at_the_method_lr(blobs):

@@ -236,12 +236,8 @@ class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEs
         **kwargs: Any,
     ) -> nn.Module:
         """The shared training stage (:meth:`DeepEstimatorMixin._train`), with the backbone's
-        learning rate scaled by the fitted pretext's ``fine_tune_lr_scale`` where it has one.
-
-        An :class:`~skdeepcluster.pretext.AutoEncoder` encoder (a plain MLP, no normalisation)
-        asks for 0.1: at the learning rates that suit batch-normalised backbones it drifts away
-        from what it learnt (``docs/benchmarks.md``).
-        """
+        learning rate scaled by the fitted pretext's ``fine_tune_lr_scale`` where it has one
+        (:class:`~skdeepcluster.pretext.AutoEncoder`: 0.1)."""
         scale = float(getattr(getattr(self, "pretext_", None), "fine_tune_lr_scale", 1.0))
         if scale != 1.0:
             base_lr = self.lr if lr is None else lr
