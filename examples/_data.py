@@ -8,7 +8,15 @@ from sklearn.preprocessing import StandardScaler
 
 from skdeepcluster.datasets import load_digits_images, load_mnist_test
 
-DATASETS = ("digits", "digits-images", "mnist-vectors", "mnist-images", "iris", "breast_cancer")
+DATASETS = (
+    "digits",
+    "digits-images",
+    "mnist-vectors",
+    "mnist-images",
+    "iris",
+    "breast_cancer",
+    "breast_cancer-raw",
+)
 
 
 def load(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -20,6 +28,9 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     if name in ("iris", "breast_cancer"):  # tabular, standardised as the vectors issue asks
         X, y = (load_iris if name == "iris" else load_breast_cancer)(return_X_y=True)
         return StandardScaler().fit_transform(X).astype(np.float32), y
+    if name == "breast_cancer-raw":
+        X, y = load_breast_cancer(return_X_y=True)
+        return X.astype(np.float32), y
     if name == "digits-images":
         return load_digits_images()
     if name in ("mnist-images", "mnist-vectors"):

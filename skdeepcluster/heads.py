@@ -8,7 +8,7 @@
   updated after every optimiser step (BYOL's target, C2BIN's follower).
 - :func:`kmeans_heads`: start linear heads as the nearest-centroid classifier of a k-means of
   features, so the first assignments are a k-means partition instead of a random one.
-- :func:`manifold_partition` and :func:`fit_linear_head`: a k-means partition of a t-SNE
+- :func:`manifold_partition` and :func:`fit_linear_head`: a Ward partition of a t-SNE
   embedding (the manifold step of the vector path), and a linear head fitted to a partition.
 """
 

@@ -253,7 +253,7 @@ def test_default_heads_are_multiples_clipped_to_the_batch(blobs):
 
 def test_collapse_is_warned(blobs):
     with pytest.warns(UserWarning, match="C2BIN collapsed"):
-        tiny(max_epochs=1, entropy_weight=0.0, lr=1.0, n_clusters=3).fit(
+        tiny(max_epochs=1, entropy_weight=0.0, lr=1.0, n_clusters=3, head_init="random").fit(
             np.repeat(blobs[0][:1], 100, axis=0) + 1e-3 * blobs[0][:100]
         )
 

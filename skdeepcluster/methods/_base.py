@@ -90,7 +90,7 @@ HEAD_INIT_DOC = """head_init : {"auto", "kmeans", "manifold", "random"}, default
         How the heads start. "random": PyTorch's default initialisation (the papers). "kmeans":
         each head is the nearest-centroid classifier of a k-means of the backbone's features
         (:func:`skdeepcluster.heads.kmeans_heads`). "manifold": the manifold start, network and
-        heads trained briefly to reproduce a k-means partition of a t-SNE embedding of the
+        heads trained briefly to reproduce a Ward partition of a t-SNE embedding of the
         pretext features (or of the input without a pretext). "auto": "manifold" for vectors
         (not the papers; measured: ``docs/benchmarks.md``), {pretext_head_init} for images with
         a pretext, "random" for images from scratch."""
@@ -328,7 +328,7 @@ class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEs
             self._manifold_start(fit, module)
 
     def _manifold_start(self, fit: FitInput, module: ClusterModel) -> None:
-        """Train ``module`` to reproduce, with each head, a k-means partition of the t-SNE
+        """Train ``module`` to reproduce, with each head, a Ward partition of the t-SNE
         embedding of the data (:func:`~heads.manifold_partition`), before the method's own loss.
 
         The embedded space is the pretext's features, or without a pretext the standardised
