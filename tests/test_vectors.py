@@ -182,3 +182,29 @@ def test_other_pretexts_are_fine_tuned_at_the_method_lr(blobs):
     model.fit(X)
     backbone_weight = next(model.net_.module_.backbone.parameters())
     assert _lr_of(model.net_, backbone_weight) == pytest.approx(0.01)
+
+
+def test_kmeans_partitions_of_the_manifold_are_seeded_per_head(blobs):
+    X, y = blobs
+    _, labels = manifold_partition(torch.tensor(X), [3, 4], seed=0, clustering="kmeans")
+    assert adjusted_rand_score(y, labels[0]) == pytest.approx(1.0)
+    assert len(np.unique(labels[1])) == 4
+    with pytest.raises(ValueError, match="clustering must be 'ward' or 'kmeans', got 'gmm'"):
+        manifold_partition(torch.tensor(X), [3], seed=0, clustering="gmm")
+
+
+def test_images_keep_kmeans_partitions_in_the_manifold_start(monkeypatch):
+    import skdeepcluster.methods._base as methods_base
+
+    used = []
+    real = methods_base.manifold_partition
+    monkeypatch.setattr(
+        methods_base,
+        "manifold_partition",
+        lambda *a, **kw: used.append(a[3] if len(a) > 3 else kw["clustering"]) or real(*a, **kw),
+    )
+    images = np.random.default_rng(0).random((40, 8, 8), dtype=np.float32)
+    DRC(n_clusters=3, pretext=None, head_init="manifold", max_epochs=1, batch_size=16).fit(images)
+    vectors = images.reshape(40, -1)
+    DRC(n_clusters=3, pretext=None, max_epochs=1, batch_size=16).fit(vectors)
+    assert used == ["kmeans", "ward"]

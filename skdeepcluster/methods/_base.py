@@ -90,8 +90,9 @@ HEAD_INIT_DOC = """head_init : {"auto", "kmeans", "manifold", "random"}, default
         How the heads start. "random": PyTorch's default initialisation (the papers). "kmeans":
         each head is the nearest-centroid classifier of a k-means of the backbone's features
         (:func:`skdeepcluster.heads.kmeans_heads`). "manifold": the manifold start, network and
-        heads trained briefly to reproduce a Ward partition of a t-SNE embedding of the
-        pretext features (or of the input without a pretext). "auto": "manifold" for vectors
+        heads trained briefly to reproduce a partition of a t-SNE embedding (Ward for vectors,
+        k-means for images) of the pretext features (or of the input without a pretext).
+        "auto": "manifold" for vectors
         (not the papers; measured: ``docs/benchmarks.md``), {pretext_head_init} for images with
         a pretext, "random" for images from scratch."""
 
@@ -343,7 +344,9 @@ class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEs
         features = self._forward_data(module.backbone, fit.data)
         embedded = features if self.pretext_ is not None else self._standardized_input(fit)
         sizes = [head.out_features for head in module.heads]
-        rows, labels = manifold_partition(embedded, sizes, fit.seed)
+        # Ward was measured on vectors only; images keep the k-means their figures were made with
+        clustering = "ward" if fit.X.ndim == 2 else "kmeans"
+        rows, labels = manifold_partition(embedded, sizes, fit.seed, clustering)
         targets = torch.full((len(sizes), len(fit.X)), -1, dtype=torch.long)
         for h, (head, head_labels) in enumerate(zip(module.heads, labels, strict=True)):
             fit_linear_head(head, features[torch.as_tensor(rows)], torch.as_tensor(head_labels))
