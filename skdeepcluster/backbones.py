@@ -30,10 +30,9 @@ def vector_scales(spread: Tensor) -> Tensor:
     high-variance pixels of a digit carry its shape (digits as 64-d vectors: a k-means of the
     t-SNE embedding 0.945 ACC on one scale against 0.925 per feature, ``docs/benchmarks.md``).
     Features in mixed units (raw tabular columns: spreads of 0.003 and 500 in breast_cancer) are
-    each brought to unit spread: a floor at the mean spread (this package until 12-06) squashed
-    the small-unit columns to nothing (raw breast_cancer, SCAN: 0.852 against 0.929
-    standardised, ``docs/benchmarks.md``). Constant features keep their spread (0) and are left
-    to :class:`Standardize`.
+    each brought to unit spread, as a ``StandardScaler`` would (the floor at the mean spread this
+    package used until 12-06 divided the small-unit columns by the large units' spread). Constant
+    features keep their spread (0) and are left to :class:`Standardize`.
     """
     moving = spread[spread > 0]
     if not len(moving):

@@ -206,3 +206,12 @@ def test_images_keep_kmeans_partitions_in_the_manifold_start(monkeypatch):
     vectors = images.reshape(40, -1)
     DRC(n_clusters=3, pretext=None, max_epochs=1, batch_size=16).fit(vectors)
     assert used == ["kmeans", "ward"]
+
+
+def test_scan_without_pretext_mines_in_the_standardised_input(blobs):
+    X, _ = blobs
+    raw = X * np.array([1e-3, 1.0, 1e3, 1e5, 10.0, 0.1], dtype=np.float32)
+    fast = dict(n_clusters=3, pretext=None, max_epochs=1, self_label_epochs=0, random_state=0)
+    mined_raw = SCAN(**fast).fit(raw).neighbors_
+    mined_standardised = SCAN(**fast).fit((X - X.mean(0)) / X.std(0)).neighbors_
+    np.testing.assert_array_equal(mined_raw, mined_standardised)

@@ -306,7 +306,9 @@ class SCAN(DeepClusterMixin, ClusterMixin, BaseEstimator):
                 )
             self.pretext_ = None
             backbone = build_backbone(fit.data.sample, nn.Identity())
-            embeddings = fit.data.as_float()
+            # mined in the standardised input, as the head sees it: raw tabular units would let
+            # the widest column choose the neighbours
+            embeddings = self._standardized_input(fit)
             views = weak_view = identity
         else:
             backbone = self._initial_backbone(fit, pretext)
