@@ -92,9 +92,8 @@ HEAD_INIT_DOC = """head_init : {"auto", "kmeans", "manifold", "random"}, default
         (:func:`skdeepcluster.heads.kmeans_heads`). "manifold": the manifold start, network and
         heads trained briefly to reproduce a partition of a t-SNE embedding (Ward for vectors,
         k-means for images) of the pretext features (or of the input without a pretext).
-        "auto": "manifold" for vectors
-        (not the papers; measured: ``docs/benchmarks.md``), {pretext_head_init} for images with
-        a pretext, "random" for images from scratch."""
+        "auto": "manifold" for vectors (not the papers; measured: ``docs/benchmarks.md``),
+        {pretext_head_init} for images with a pretext, "random" for images from scratch."""
 
 #: ``{head_init_attributes}``: the fitted attributes that go with ``head_init``.
 HEAD_INIT_ATTRIBUTES_DOC = """head_init_ : str
