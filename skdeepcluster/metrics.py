@@ -1,8 +1,10 @@
-"""Evaluation metrics for clustering against ground-truth labels.
+"""Metrics for clusterings: against ground-truth labels, and without labels.
 
-The main metric is the clustering accuracy (ACC) used throughout the deep
-clustering literature, together with a scikit-learn scorer for it and a small
-report helper that also computes NMI and ARI.
+With labels: the clustering accuracy (ACC) used throughout the deep clustering
+literature, a scikit-learn scorer for it, and a report helper that also computes
+NMI and ARI. Without labels: :func:`knn_modularity`, the criterion behind every
+method's ``score`` (:doc:`/user_guide/model_selection`), and
+:func:`label_free_scorer`, the same criterion for any clustering Pipeline.
 """
 
 from __future__ import annotations
@@ -11,10 +13,25 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, make_scorer, normalized_mutual_info_score
 
-__all__ = ["acc_scorer", "cluster_accuracy", "clustering_report", "format_reports"]
+from .neighbors import mine_neighbors
+
+__all__ = [
+    "SCORE_N_NEIGHBORS",
+    "acc_scorer",
+    "cluster_accuracy",
+    "clustering_report",
+    "format_reports",
+    "knn_modularity",
+    "label_free_scorer",
+]
+
+#: Neighbours per sample in the graph of :func:`knn_modularity` when a method scores itself
+#: (``score``) and in :func:`label_free_scorer` (measured: ``docs/benchmarks.md``).
+SCORE_N_NEIGHBORS = 10
 
 
 def _check_label_vectors(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -196,3 +213,98 @@ def format_reports(
     return "\n".join(
         " | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table
     )
+
+
+def knn_modularity(features: Any, labels: Any, n_neighbors: int = SCORE_N_NEIGHBORS) -> float:
+    r"""Modularity of a partition on the k-nearest-neighbour graph of the features.
+
+    A label-free criterion of a clustering: how many more neighbour pairs share a cluster than
+    they would by chance given the clusters' sizes (Newman, *Modularity and community structure
+    in networks*, PNAS 2006, eq. 3). With :math:`A` the directed k-NN graph (cosine similarity,
+    each sample linked to its ``n_neighbors`` nearest others), :math:`W = A + A^\top`, degrees
+    :math:`d_i = \sum_j W_{ij}` and :math:`2m = \sum_i d_i = 2nk`,
+
+    .. math::
+
+        Q = \sum_c \Big[ \frac{1}{2m} \sum_{i, j \in c} W_{ij}
+            - \Big( \frac{1}{2m} \sum_{i \in c} d_i \Big)^2 \Big].
+
+    Splitting a real cluster cuts the neighbour pairs across the split, and merging two
+    clusters raises the chance term, so :math:`Q` compares partitions with different numbers
+    of clusters. One cluster scores 0, random labels about 0, and :math:`Q < 1`.
+
+    Parameters
+    ----------
+    features : array-like or Tensor of shape (n_samples, n_features)
+        The space whose neighbours define the graph (a pretext's features, the standardised
+        input). Images are flattened.
+    labels : array-like of shape (n_samples,)
+        Cluster labels (any hashable, sortable values).
+    n_neighbors : int, default=SCORE_N_NEIGHBORS
+        Neighbours per sample, ``1 <= n_neighbors < n_samples``.
+
+    Returns
+    -------
+    float
+        The modularity :math:`Q`; greater is better.
+
+    Examples
+    --------
+    >>> X = [[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]]
+    >>> round(knn_modularity(X, [0, 0, 1, 1], n_neighbors=1), 3)
+    0.5
+    >>> knn_modularity(X, [0, 0, 0, 0], n_neighbors=1)
+    0.0
+    """
+    features = torch.as_tensor(np.asarray(features) if not torch.is_tensor(features) else features)
+    features = features.reshape(len(features), -1)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(features):
+        raise ValueError(
+            f"labels must be a 1-D array with one label per row of features ({len(features)}), "
+            f"got an array of shape {labels.shape}."
+        )
+    _, clusters = np.unique(labels, return_inverse=True)
+    clusters = clusters.ravel()
+    neighbors = mine_neighbors(features, n_neighbors).cpu().numpy()
+    n, k = neighbors.shape
+    within = np.count_nonzero(clusters[neighbors] == clusters[:, None])
+    degrees = k + np.bincount(neighbors.ravel(), minlength=n)
+    shares = np.bincount(clusters, weights=degrees) / (2.0 * n * k)
+    return float(within / (n * k) - np.sum(shares**2))
+
+
+def label_free_scorer(estimator: Any, X: Any, y: Any = None) -> float:
+    """Scorer for model selection without labels: :func:`knn_modularity` of the predictions.
+
+    For a skdeepcluster method, or a Pipeline ending in one, this is its ``score(X)``: the
+    modularity in the method's reference space (the fitted pretext's features, else the
+    standardised input). For any other clusterer with ``predict`` (k-means after a
+    :class:`~skdeepcluster.SimCLR`, say) the graph is built in the features its last step sees:
+    the output of the Pipeline's earlier steps, or X itself. Use it as
+    ``GridSearchCV(..., scoring=label_free_scorer)``, alone or beside
+    :data:`acc_scorer` when labels exist; ``y`` is ignored.
+
+    Parameters
+    ----------
+    estimator : fitted estimator or Pipeline
+        Must have ``predict``.
+    X : array-like
+        The samples to score.
+    y : None
+        Ignored.
+
+    Returns
+    -------
+    float
+        The modularity; greater is better.
+    """
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    if hasattr(final, "_reference_features"):
+        return float(estimator.score(X))
+    features = estimator[:-1].transform(X) if hasattr(estimator, "steps") else X
+    features = np.asarray(features, dtype=np.float32)
+    features = features.reshape(len(features), -1)
+    spread = features.std(0)
+    standardised = (features - features.mean(0)) / np.where(spread > 0, spread, 1.0)
+    return knn_modularity(standardised, estimator.predict(X))

@@ -17,11 +17,12 @@ from sklearn.utils import TransformerTags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
-from .._training import HeadLosses, select_head
+from .._training import DeviceData, HeadLosses, select_head
 from .._validation import check_positive_int
 from ..backbones import Backbone, Standardize, build_backbone, freeze_early_layers
 from ..base import DeepEstimatorMixin, FitInput, resolve_max_epochs, to_numpy
 from ..heads import ClusterModel, fit_linear_head, head_sizes_of, kmeans_heads, manifold_partition
+from ..metrics import SCORE_N_NEIGHBORS, knn_modularity
 from ..pretext import NAMED_PRETEXTS, fit_pretext, named_pretext, pretext_backbone
 
 #: The manifold start (:meth:`DeepClusterMixin._manifold_start`) trains at least this many
@@ -155,6 +156,50 @@ class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEs
     def predict(self, X: Any) -> np.ndarray:
         """Cluster index of each sample (the argmax of :meth:`predict_proba`)."""
         return self.predict_proba(X).argmax(1)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Label-free quality of the clustering of X, for model selection without labels.
+
+        The modularity (:func:`skdeepcluster.metrics.knn_modularity`) of ``predict(X)`` on the
+        graph of each sample's :data:`~skdeepcluster.metrics.SCORE_N_NEIGHBORS` nearest
+        neighbours in a reference space that training does not change: the fitted pretext's
+        features (``pretext_.transform``), or without a pretext the standardised input. It
+        compares hyperparameters and numbers of clusters on the same data and pretext, so
+        ``GridSearchCV(method, grid)`` with no ``scoring`` chooses without labels (how well it
+        chooses, and what it costs: :doc:`/user_guide/model_selection`). It does not compare
+        pretexts: each has its own space.
+
+        Parameters
+        ----------
+        X : array-like
+            Samples shaped like the training data, at least ``SCORE_N_NEIGHBORS + 1``.
+        y : None
+            Ignored; present for scikit-learn's API.
+
+        Returns
+        -------
+        float
+            The modularity, below 1; greater is better, 0 for a single cluster.
+        """
+        self._check_fitted()
+        checked = self._validate_input(X, reset=False)
+        if len(checked) <= SCORE_N_NEIGHBORS:
+            raise ValueError(
+                f"score needs more than {SCORE_N_NEIGHBORS} samples (the neighbours of each "
+                f"sample define the criterion), got {len(checked)}."
+            )
+        labels = self._proba(checked).argmax(1)
+        return knn_modularity(self._reference_features(checked), labels, SCORE_N_NEIGHBORS)
+
+    def _reference_features(self, X: np.ndarray) -> torch.Tensor:
+        """The space :meth:`score` builds its neighbour graph in: the fitted pretext's features,
+        else the standardised input (validated X)."""
+        if self.pretext_ is not None:
+            return torch.as_tensor(np.asarray(self.pretext_.transform(X), dtype=np.float32))
+        cuda = [torch.device(self.device_).index or 0] if self.device_.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(0)  # the rows behind the statistics: the same score on every call
+            return self._standardized(DeviceData(X, self.device_))
 
     def transform(self, X: Any) -> np.ndarray:
         """Soft cluster assignments as features, e.g. for a later step of a Pipeline.
@@ -364,11 +409,16 @@ class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEs
         ]
 
     def _standardized_input(self, fit: FitInput) -> torch.Tensor:
-        """X as floats, standardised as a new backbone would (:class:`~backbones.Standardize`),
-        one row per sample (images flattened)."""
-        x = fit.data.as_float()
+        """The training X as floats, standardised as a new backbone would
+        (:class:`~backbones.Standardize`), one row per sample (images flattened)."""
+        return self._standardized(fit.data)
+
+    @staticmethod
+    def _standardized(data: DeviceData) -> torch.Tensor:
+        """``data`` as floats, standardised by its own statistics as a new backbone would."""
+        x = data.as_float()
         with torch.no_grad():
-            return Standardize.from_data(fit.data.sample).to(x.device)(x).flatten(1)
+            return Standardize.from_data(data.sample).to(x.device)(x).flatten(1)
 
 
 class PartitionObjective:
