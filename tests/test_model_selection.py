@@ -150,7 +150,7 @@ def test_score_needs_a_fit_and_enough_samples():
 
 
 def test_grid_search_without_labels_picks_the_number_of_blobs():
-    X, y = blobs(n_per=40, centers=3, seed=1)
+    X, _ = blobs(n_per=40, centers=3, seed=1)
     everything = np.arange(len(X))
     search = GridSearchCV(
         SCAN(pretext=None, self_label_epochs=1, **QUICK),
