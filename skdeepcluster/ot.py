@@ -395,8 +395,8 @@ def sinkhorn_knopp(
         float32 (whose rounding floor is around ``1e-6``).
     max_iter : int, default=1000
         Maximum number of iterations on the full kernel (the sparse warm
-        start, see Notes, has the same cap of its own). A :class:`~sklearn.exceptions.\
-ConvergenceWarning` is issued if ``tol`` is not reached.
+        start, see Notes, has the same cap of its own). A
+        :class:`~sklearn.exceptions.ConvergenceWarning` is issued if ``tol`` is not reached.
     return_labels : bool, default=False
         Also return the hard labels ``plan.argmax(1)``; a row tied between several columns
         takes the first of them from column ``i mod K`` on, so that ties spread evenly.
