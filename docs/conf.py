@@ -41,7 +41,6 @@ templates_path = ["_templates"]
 
 # ---------------------------------------------------------------- API reference
 autosummary_generate = True
-autodoc_default_options = {"members": False, "inherited-members": False}
 autodoc_typehints = "none"  # numpydoc's Parameters sections say the types
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
