@@ -97,6 +97,7 @@ def run(data: str, method: str, grid: str, seed: int, device: str) -> list[dict]
             **criteria(reference, model.labels_, seed),
         }
         print(json.dumps(record), flush=True)
+        record["labels"] = model.labels_.tolist()  # for the stability across seeds
         records.append(record)
     return records
 
