@@ -30,7 +30,7 @@ import torch
 from _data import DATASETS, load
 from benchmark import ESTIMATORS, cache_pretexts, machine
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import cohen_kappa_score, silhouette_score
+from sklearn.metrics import adjusted_rand_score, cohen_kappa_score, silhouette_score
 from sklearn.model_selection import cross_val_predict
 
 import skdeepcluster
@@ -111,7 +111,11 @@ def summary(path: str) -> None:
         groups.setdefault((r["data"], r["method"], r["grid"]), {}).setdefault(r["seed"], []).append(
             r
         )
-    print("data | method | grid | seeds | " + " | ".join(CRITERIA) + " | best | median | picked")
+    print(
+        "data | method | grid | seeds | "
+        + " | ".join(CRITERIA)
+        + " | best | median | picked by score | stability"
+    )
     for (data, method, grid), by_seed in sorted(groups.items()):
         picked = {c: [] for c in CRITERIA}
         best, median, values = [], [], []
@@ -131,8 +135,29 @@ def summary(path: str) -> None:
         print(
             f"{data} | {method} | {grid} | {len(by_seed)} | "
             + " | ".join(cell(picked[c]) for c in CRITERIA)
-            + f" | {cell(best)} | {cell(median)} | {values}"
+            + f" | {cell(best)} | {cell(median)} | {values} | {stability_pick(by_seed)}"
         )
+
+
+def stability_pick(by_seed: dict[int, list[dict]]) -> str:
+    """The configuration whose partitions agree most across seeds (mean pairwise ARI), and its
+    ACC (mean (min) over the seeds): stability, the criterion that needs refits."""
+    seeds = sorted(by_seed)
+    if len(seeds) < 2 or any("labels" not in r for s in seeds for r in by_seed[s]):
+        return "-"
+    values = [r["value"] for r in by_seed[seeds[0]]]
+    agreement = []
+    for i in range(len(values)):
+        labels = [by_seed[s][i]["labels"] for s in seeds]
+        pairs = [
+            adjusted_rand_score(labels[a], labels[b])
+            for a in range(len(seeds))
+            for b in range(a + 1, len(seeds))
+        ]
+        agreement.append(np.mean(pairs))
+    chosen = int(np.argmax(agreement))
+    accs = [by_seed[s][chosen]["acc"] for s in seeds]
+    return f"stability: {values[chosen]} -> {np.mean(accs):.3f} ({np.min(accs):.3f})"
 
 
 def main() -> None:
