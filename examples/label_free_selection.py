@@ -114,15 +114,19 @@ def summary(path: str) -> None:
     print(
         "data | method | grid | seeds | "
         + " | ".join(CRITERIA)
-        + " | best | median | picked by score | stability"
+        + " | best | median | picked by score | per seed | stability"
     )
     for (data, method, grid), by_seed in sorted(groups.items()):
         picked = {c: [] for c in CRITERIA}
         best, median, values = [], [], []
+        near_best = above_median = 0
         for runs in by_seed.values():
             accs = np.array([r["acc"] for r in runs])
             best.append(accs.max())
             median.append(float(np.median(accs)))
+            chosen_acc = runs[int(np.argmax([r["score"] for r in runs]))]["acc"]
+            near_best += chosen_acc >= accs.max() - 0.02
+            above_median += chosen_acc > np.median(accs)
             for c in CRITERIA:
                 chosen = runs[int(np.argmax([r[c] for r in runs]))]
                 picked[c].append(chosen["acc"])
@@ -135,7 +139,9 @@ def summary(path: str) -> None:
         print(
             f"{data} | {method} | {grid} | {len(by_seed)} | "
             + " | ".join(cell(picked[c]) for c in CRITERIA)
-            + f" | {cell(best)} | {cell(median)} | {values} | {stability_pick(by_seed)}"
+            + f" | {cell(best)} | {cell(median)} | {values} | {near_best}/{len(by_seed)} within "
+            f"0.02 of the best, {above_median}/{len(by_seed)} above the median | "
+            f"{stability_pick(by_seed)}"
         )
 
 
