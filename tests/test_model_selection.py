@@ -13,7 +13,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skdeepcluster import C2BIN, DRC, LSDC, SCAN, AutoEncoder, SeLa
-from skdeepcluster.metrics import SCORE_N_NEIGHBORS, knn_modularity, label_free_scorer
+from skdeepcluster.metrics import (
+    SCORE_N_NEIGHBORS,
+    knn_modularity,
+    label_free_scorer,
+    stability_scorer,
+)
 
 QUICK = {"max_epochs": 2, "batch_size": 32, "random_state": 0}
 QUICK_METHODS = [
@@ -32,14 +37,16 @@ def blobs(n_per: int = 40, centers: int = 3, seed: int = 0) -> tuple[np.ndarray,
     return X.astype(np.float32), y
 
 
-def reference_modularity(features: np.ndarray, labels: np.ndarray, k: int) -> float:
+def reference_modularity(
+    features: np.ndarray, labels: np.ndarray, k: int, mutual: bool = False
+) -> float:
     """Newman's Q from the dense symmetrised adjacency: the definition, written out."""
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     sims = unit @ unit.T
     np.fill_diagonal(sims, -np.inf)
     adjacency = np.zeros_like(sims)
     np.put_along_axis(adjacency, np.argsort(-sims, axis=1)[:, :k], 1.0, axis=1)
-    w = adjacency + adjacency.T
+    w = adjacency * adjacency.T if mutual else adjacency + adjacency.T
     degrees = w.sum(1)
     two_m = w.sum()
     same = labels[:, None] == labels[None, :]
@@ -59,12 +66,23 @@ def test_one_cluster_scores_zero():
     assert knn_modularity(X, np.zeros(len(X)), n_neighbors=5) == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.parametrize("mutual", [False, True])
 @pytest.mark.parametrize("k", [1, 3, 10])
-def test_matches_the_dense_definition(k):
+def test_matches_the_dense_definition(k, mutual):
     X, y = blobs(n_per=15, centers=4, seed=3)
     labels = np.random.default_rng(k).integers(0, 3, len(X))
     labels[: len(X) // 2] = y[: len(X) // 2]
-    assert knn_modularity(X, labels, k) == pytest.approx(reference_modularity(X, labels, k))
+    expected = reference_modularity(X, labels, k, mutual)
+    assert knn_modularity(X, labels, k, mutual=mutual) == pytest.approx(expected)
+
+
+def test_mutual_graph_drops_the_one_way_edges():
+    # three points on a line: 0 and 1 are each other's nearest, 2's nearest is 1 but not back
+    X = np.array([[1.0, 0.0], [1.0, 0.05], [1.0, 0.3], [0.0, 1.0], [0.05, 1.0]])
+    labels = np.array([0, 0, 1, 2, 2])
+    # mutual pairs {0, 1} and {3, 4} only: sample 2 has no edge, its label costs nothing
+    assert knn_modularity(X, labels, 1, mutual=True) == pytest.approx(0.5)
+    assert knn_modularity(X, labels, 1) < 0.5
 
 
 def test_true_clusters_beat_merged_and_split_ones():
@@ -183,3 +201,29 @@ def test_scorer_of_any_clusterer_uses_the_features_its_last_step_sees():
     assert label_free_scorer(pipe, X) > label_free_scorer(
         make_pipeline(StandardScaler(), KMeans(8, n_init=3, random_state=0)).fit(X), X
     )
+
+
+def test_stability_scorer_refits_with_shifted_seeds(monkeypatch):
+    X, _ = blobs()
+    pipe = make_pipeline(StandardScaler(), KMeans(3, n_init=1, random_state=7)).fit(X)
+    fitted_seeds = []
+    original_fit = KMeans.fit
+
+    def recording_fit(self, *args, **kwargs):
+        fitted_seeds.append(self.random_state)
+        return original_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(KMeans, "fit", recording_fit)
+    score = stability_scorer(pipe, X, n_refits=2)
+    assert fitted_seeds == [8, 9]
+    assert score == pytest.approx(1.0)  # well-separated blobs: every seed finds them
+    assert pipe[-1].random_state == 7  # the scored estimator is left as it was
+
+
+def test_stability_scorer_is_low_for_a_split_of_one_blob():
+    X = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)  # one blob
+    kmeans = KMeans(4, n_init=1, random_state=0).fit(X)
+    blobs_x, _ = blobs(centers=4)
+    separated = KMeans(4, n_init=1, random_state=0).fit(blobs_x)
+    assert stability_scorer(kmeans, X) < stability_scorer(separated, blobs_x)
+    assert stability_scorer(separated, blobs_x) == pytest.approx(1.0)
