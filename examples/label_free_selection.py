@@ -6,6 +6,7 @@ samples; the labels only measure ACC afterwards. Each fit records its ACC, its `
 choice was made between, computed from the same fit:
 
 - ``modularity_5`` / ``modularity_20``: the modularity with 5 or 20 neighbours;
+- ``mutual_10`` / ``mutual_20``: the modularity of the mutual-neighbour graph;
 - ``silhouette``: the cosine silhouette of the clusters in the reference space;
 - ``learnability``: Cohen's kappa of a 3-fold cross-validated logistic regression predicting the
   clusters from the reference features (TURTLE's idea, with a linear probe).
@@ -45,13 +46,22 @@ GRIDS = {
     "drc": ("probability_weight", [0.1, 0.3, 1.0, 3.0]),
 }
 N_CLUSTERS_GRID = [6, 8, 10, 12, 14]
-CRITERIA = ["score", "modularity_5", "modularity_20", "silhouette", "learnability"]
+CRITERIA = [
+    "score",
+    "modularity_5",
+    "modularity_20",
+    "mutual_10",
+    "mutual_20",
+    "silhouette",
+    "learnability",
+]
 
 
 def criteria(reference: torch.Tensor, labels: np.ndarray, seed: int) -> dict[str, float]:
     """The label-free criteria besides ``score`` for one fit."""
     features = reference.cpu().numpy().reshape(len(labels), -1)
     out = {f"modularity_{k}": knn_modularity(features, labels, k) for k in (5, 20)}
+    out.update({f"mutual_{k}": knn_modularity(features, labels, k, mutual=True) for k in (10, 20)})
     if len(np.unique(labels)) < 2:
         return {**out, "silhouette": -1.0, "learnability": 0.0}
     out["silhouette"] = float(silhouette_score(features, labels, metric="cosine"))
@@ -117,7 +127,8 @@ def summary(path: str) -> None:
         + " | best | median | picked by score | per seed | stability"
     )
     for (data, method, grid), by_seed in sorted(groups.items()):
-        picked = {c: [] for c in CRITERIA}
+        present = [c for c in CRITERIA if all(c in r for rs in by_seed.values() for r in rs)]
+        picked = {c: [] for c in present}
         best, median, values = [], [], []
         near_best = above_median = 0
         for runs in by_seed.values():
@@ -127,7 +138,7 @@ def summary(path: str) -> None:
             chosen_acc = runs[int(np.argmax([r["score"] for r in runs]))]["acc"]
             near_best += chosen_acc >= accs.max() - 0.02
             above_median += chosen_acc > np.median(accs)
-            for c in CRITERIA:
+            for c in present:
                 chosen = runs[int(np.argmax([r[c] for r in runs]))]
                 picked[c].append(chosen["acc"])
                 if c == "score":
@@ -138,7 +149,7 @@ def summary(path: str) -> None:
 
         print(
             f"{data} | {method} | {grid} | {len(by_seed)} | "
-            + " | ".join(cell(picked[c]) for c in CRITERIA)
+            + " | ".join(cell(picked[c]) if c in picked else "-" for c in CRITERIA)
             + f" | {cell(best)} | {cell(median)} | {values} | {near_best}/{len(by_seed)} within "
             f"0.02 of the best, {above_median}/{len(by_seed)} above the median | "
             f"{stability_pick(by_seed)}"
