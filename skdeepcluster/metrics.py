@@ -21,6 +21,7 @@ from sklearn.metrics import adjusted_rand_score, make_scorer, normalized_mutual_
 from .neighbors import mine_neighbors
 
 __all__ = [
+    "SCORE_MUTUAL",
     "SCORE_N_NEIGHBORS",
     "acc_scorer",
     "cluster_accuracy",
@@ -34,6 +35,9 @@ __all__ = [
 #: Neighbours per sample in the graph of :func:`knn_modularity` when a method scores itself
 #: (``score``) and in :func:`label_free_scorer` (measured: ``docs/benchmarks.md``).
 SCORE_N_NEIGHBORS = 10
+#: ``score`` and :func:`label_free_scorer` keep only mutual neighbour pairs (measured against
+#: the plain k-NN graph: ``docs/benchmarks.md``, "label-free model selection").
+SCORE_MUTUAL = True
 
 
 def _check_label_vectors(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +329,7 @@ def label_free_scorer(estimator: Any, X: Any, y: Any = None) -> float:
     features = features.reshape(len(features), -1)
     spread = features.std(0)
     standardised = (features - features.mean(0)) / np.where(spread > 0, spread, 1.0)
-    return knn_modularity(standardised, estimator.predict(X))
+    return knn_modularity(standardised, estimator.predict(X), SCORE_N_NEIGHBORS, SCORE_MUTUAL)
 
 
 def stability_scorer(estimator: Any, X: Any, y: Any = None, n_refits: int = 1) -> float:

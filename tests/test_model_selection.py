@@ -13,7 +13,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skdeepcluster import C2BIN, DRC, LSDC, SCAN, AutoEncoder, SeLa
+from skdeepcluster.backbones import Standardize
 from skdeepcluster.metrics import (
+    SCORE_MUTUAL,
     SCORE_N_NEIGHBORS,
     knn_modularity,
     label_free_scorer,
@@ -129,8 +131,9 @@ def test_modularity_rejects_labels_of_the_wrong_length():
 def test_score_is_the_modularity_of_the_predictions_in_the_input(method):
     X, _ = blobs()
     fitted = method.set_params(n_clusters=3, pretext=None).fit(X)
-    standardised = (X - X.mean(0)) / X.std(0)
-    expected = knn_modularity(standardised, fitted.predict(X), SCORE_N_NEIGHBORS)
+    tensor = torch.as_tensor(X)
+    standardised = Standardize.from_data(tensor)(tensor)  # as a new backbone standardises X
+    expected = knn_modularity(standardised, fitted.predict(X), SCORE_N_NEIGHBORS, SCORE_MUTUAL)
     assert fitted.score(X) == pytest.approx(expected, abs=1e-6)
     assert fitted.score(X, y=np.zeros(len(X))) == fitted.score(X)  # y is ignored
 
@@ -140,7 +143,9 @@ def test_score_with_a_pretext_builds_the_graph_in_its_features():
     pretext = AutoEncoder(max_epochs=2, random_state=0)
     fitted = SCAN(n_clusters=3, pretext=pretext, self_label_epochs=1, **QUICK).fit(X)
     assert fitted.pretext_ is not None
-    expected = knn_modularity(fitted.pretext_.transform(X), fitted.predict(X), SCORE_N_NEIGHBORS)
+    expected = knn_modularity(
+        fitted.pretext_.transform(X), fitted.predict(X), SCORE_N_NEIGHBORS, SCORE_MUTUAL
+    )
     assert fitted.score(X) == pytest.approx(expected, abs=1e-6)
 
 
@@ -194,7 +199,7 @@ def test_scorer_of_any_clusterer_uses_the_features_its_last_step_sees():
     X[:, 0] *= 1000.0  # raw units: the scorer standardises what the clusterer sees
     pipe = make_pipeline(StandardScaler(), KMeans(3, n_init=3, random_state=0)).fit(X)
     seen = pipe[:-1].transform(X)
-    expected = knn_modularity(seen, pipe.predict(X), SCORE_N_NEIGHBORS)
+    expected = knn_modularity(seen, pipe.predict(X), SCORE_N_NEIGHBORS, SCORE_MUTUAL)
     assert label_free_scorer(pipe, X) == pytest.approx(expected)
     kmeans = KMeans(3, n_init=3, random_state=0).fit(seen)
     assert label_free_scorer(kmeans, seen) == pytest.approx(expected)

@@ -22,7 +22,7 @@ from .._validation import check_positive_int
 from ..backbones import Backbone, Standardize, build_backbone, freeze_early_layers
 from ..base import DeepEstimatorMixin, FitInput, resolve_max_epochs, to_numpy
 from ..heads import ClusterModel, fit_linear_head, head_sizes_of, kmeans_heads, manifold_partition
-from ..metrics import SCORE_N_NEIGHBORS, knn_modularity
+from ..metrics import SCORE_MUTUAL, SCORE_N_NEIGHBORS, knn_modularity
 from ..pretext import NAMED_PRETEXTS, fit_pretext, named_pretext, pretext_backbone
 
 #: The manifold start (:meth:`DeepClusterMixin._manifold_start`) trains at least this many
@@ -161,8 +161,9 @@ class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEs
         """Label-free quality of the clustering of X, for model selection without labels.
 
         The modularity (:func:`skdeepcluster.metrics.knn_modularity`) of ``predict(X)`` on the
-        graph of each sample's :data:`~skdeepcluster.metrics.SCORE_N_NEIGHBORS` nearest
-        neighbours in a reference space that training does not change: the fitted pretext's
+        graph that links the samples that are among each other's
+        :data:`~skdeepcluster.metrics.SCORE_N_NEIGHBORS` nearest neighbours (mutual pairs), in
+        a reference space that training does not change: the fitted pretext's
         features (``pretext_.transform``), or without a pretext the standardised input. It
         compares hyperparameters and numbers of clusters on the same data and pretext, so
         ``GridSearchCV(method, grid)`` with no ``scoring`` chooses without labels (how well it
@@ -189,7 +190,8 @@ class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEs
                 f"sample define the criterion), got {len(checked)}."
             )
         labels = self._proba(checked).argmax(1)
-        return knn_modularity(self._reference_features(checked), labels, SCORE_N_NEIGHBORS)
+        reference = self._reference_features(checked)
+        return knn_modularity(reference, labels, SCORE_N_NEIGHBORS, SCORE_MUTUAL)
 
     def _reference_features(self, X: np.ndarray) -> torch.Tensor:
         """The space :meth:`score` builds its neighbour graph in: the fitted pretext's features,
