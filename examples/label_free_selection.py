@@ -112,7 +112,7 @@ def run(data: str, method: str, grid: str, seed: int, device: str) -> list[dict]
     return records
 
 
-def summary(path: str) -> None:
+def summary(path: str, criterion: str = "score") -> None:
     """Per data set, method and grid: the ACC each criterion picks, the best and the median."""
     with open(path) as f:
         records = [json.loads(line) for line in f if line.strip()]
@@ -124,7 +124,7 @@ def summary(path: str) -> None:
     print(
         "data | method | grid | seeds | "
         + " | ".join(CRITERIA)
-        + " | best | median | picked by score | per seed | stability"
+        + f" | best | median | picked by {criterion} | per seed | stability"
     )
     for (data, method, grid), by_seed in sorted(groups.items()):
         present = [c for c in CRITERIA if all(c in r for rs in by_seed.values() for r in rs)]
@@ -135,13 +135,13 @@ def summary(path: str) -> None:
             accs = np.array([r["acc"] for r in runs])
             best.append(accs.max())
             median.append(float(np.median(accs)))
-            chosen_acc = runs[int(np.argmax([r["score"] for r in runs]))]["acc"]
+            chosen_acc = runs[int(np.argmax([r[criterion] for r in runs]))]["acc"]
             near_best += chosen_acc >= accs.max() - 0.02
             above_median += chosen_acc > np.median(accs)
             for c in present:
                 chosen = runs[int(np.argmax([r[c] for r in runs]))]
                 picked[c].append(chosen["acc"])
-                if c == "score":
+                if c == criterion:
                     values.append(chosen["value"])
 
         def cell(v: list[float]) -> str:
@@ -190,9 +190,12 @@ def main() -> None:
     parser.add_argument("--json", help="append one JSON line per fit to this file")
     parser.add_argument("--cache-pretext", help="cache fitted pretexts in this directory")
     parser.add_argument("--summary", help="print the summary of a JSON-lines file and exit")
+    parser.add_argument(
+        "--criterion", default="score", help="the criterion the summary's per-seed counts follow"
+    )
     args = parser.parse_args()
     if args.summary:
-        summary(args.summary)
+        summary(args.summary, args.criterion)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
