@@ -105,7 +105,16 @@ def test_a_pretext_with_callbacks_of_its_own_keeps_them(blobs, recorded):
 # ---------------------------------------------------------------------------------------- Ctrl-C
 
 
-def test_ctrl_c_in_the_pretext_stops_the_whole_fit(blobs, recorded):
+@pytest.fixture
+def interactive_sigint():
+    """Python's own Ctrl-C handler, as in a terminal: a shell that starts the tests in the
+    background (``pytest &``) hands them SIGINT ignored, and then no Ctrl-C could arrive."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_in_the_pretext_stops_the_whole_fit(blobs, recorded, interactive_sigint):
     """At e6dd4a8 skorch swallowed the KeyboardInterrupt and SCAN went on to cluster."""
     model = SCAN(
         n_clusters=3,
@@ -121,7 +130,7 @@ def test_ctrl_c_in_the_pretext_stops_the_whole_fit(blobs, recorded):
     assert not hasattr(model, "labels_")
 
 
-def test_ctrl_c_in_a_later_stage_reaches_the_caller(blobs, recorded):
+def test_ctrl_c_in_a_later_stage_reaches_the_caller(blobs, recorded, interactive_sigint):
     model = SCAN(
         n_clusters=3,
         pretext=None,
