@@ -198,7 +198,7 @@ class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEs
         else the standardised input (validated X)."""
         if self.pretext_ is not None:
             return torch.as_tensor(np.asarray(self.pretext_.transform(X), dtype=np.float32))
-        cuda = [torch.device(self.device_).index or 0] if self.device_.type == "cuda" else []
+        cuda = [self.device_.index or 0] if self.device_.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(0)  # the rows behind the statistics: the same score on every call
             return self._standardized(DeviceData(X, self.device_))
