@@ -57,7 +57,7 @@ CRITERIA = [
 ]
 
 
-def criteria(reference: torch.Tensor, labels: np.ndarray, seed: int) -> dict[str, float]:
+def criteria(reference: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
     """The label-free criteria besides ``score`` for one fit."""
     features = reference.cpu().numpy().reshape(len(labels), -1)
     out = {f"modularity_{k}": knn_modularity(features, labels, k) for k in (5, 20)}
@@ -65,14 +65,12 @@ def criteria(reference: torch.Tensor, labels: np.ndarray, seed: int) -> dict[str
     if len(np.unique(labels)) < 2:
         return {**out, "silhouette": -1.0, "learnability": 0.0}
     out["silhouette"] = float(silhouette_score(features, labels, metric="cosine"))
-    probe = LogisticRegression(max_iter=300)
-    counts = np.bincount(labels)
-    folds = min(3, int(counts[counts > 0].min())) if counts[counts > 0].min() >= 2 else 0
-    if folds >= 2:
-        predicted = cross_val_predict(probe, features, labels, cv=folds)
+    smallest = int(np.bincount(labels)[np.unique(labels)].min())  # the smallest cluster's size
+    out["learnability"] = 0.0
+    if smallest >= 2:  # each cluster in at least 2 of the (up to 3) folds
+        probe = LogisticRegression(max_iter=300)
+        predicted = cross_val_predict(probe, features, labels, cv=min(3, smallest))
         out["learnability"] = float(cohen_kappa_score(labels, predicted))
-    else:
-        out["learnability"] = 0.0
     return out
 
 
@@ -104,7 +102,7 @@ def run(data: str, method: str, grid: str, seed: int, device: str) -> list[dict]
             "score": score,
             "seconds": round(seconds, 1),
             "score_seconds": round(score_seconds, 2),
-            **criteria(reference, model.labels_, seed),
+            **criteria(reference, model.labels_),
         }
         print(json.dumps(record), flush=True)
         record["labels"] = model.labels_.tolist()  # for the stability across seeds
