@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,6 +26,8 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback, PassthroughScoring
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from . import distributed
 
 #: :attr:`DeviceData.sample` holds at most this many rows.
 SAMPLE_ROWS = 10_000
@@ -380,8 +382,9 @@ class DeepClusterNet(NeuralNet):
     def train_step_single(self, batch: tuple[Tensor, None], **fit_params: Any) -> dict[str, Any]:
         self._set_training(True)
         idx = batch[0]
+        module = self.module_ if self.sharded_ is None else self.sharded_
         with self.autocast():
-            terms = self.objective.loss(self.module_, self.data, idx)
+            terms = self.objective.loss(module, self.data, idx)
         loss = terms["loss"]
         loss.backward()
         if self.log_terms:
@@ -404,13 +407,27 @@ class DeepClusterNet(NeuralNet):
         TrainingDivergedError
             When an epoch's loss is not finite.
         """
-        with _sigint_recorder() as sigint:
+        with _sigint_recorder() as sigint, distributed.global_batch_norm(self.module):
             self.fit(_IndexRange(len(self.data)), None)
         if sigint.received:
             raise KeyboardInterrupt(
                 f"{self.stage} interrupted after {len(self.history)} epoch(s) of {self.max_epochs}"
             )
         return self
+
+    def on_train_begin(self, net: NeuralNet, **kwargs: Any) -> None:
+        super().on_train_begin(net, **kwargs)
+        # in a distributed fit the objective calls the network on this process's rows of the
+        # batch, in DistributedDataParallel, its outputs gathered
+        self.sharded_ = (
+            None
+            if distributed.current() is None
+            else distributed.trained_module(self.module_, torch.device(self.device))
+        )
+
+    def on_train_end(self, net: NeuralNet, **kwargs: Any) -> None:
+        super().on_train_end(net, **kwargs)
+        self.sharded_ = None  # the DistributedDataParallel wrapper is dropped
 
     def _objective_hook(self, name: str) -> None:
         hook = getattr(self.objective, name, None)
@@ -496,11 +513,18 @@ def _parameters_finite(module: nn.Module) -> bool:
 
 @torch.no_grad()
 def batched_forward(
-    module: nn.Module, data: DeviceData, batch_size: int, amp: bool = False
+    module: nn.Module,
+    data: DeviceData,
+    batch_size: int,
+    amp: bool = False,
+    views: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor | list[Tensor]:
     """Run ``module`` in eval mode over all rows of ``data``; concatenate the outputs (float32).
 
     ``module`` may return a tensor or a list of tensors (one per head); a list gives a list.
+    ``views`` (an augmentation) is applied to each batch before the module. In a distributed
+    fit each process runs the module on its share of every batch and the outputs are gathered
+    (the views are made of the whole batch on every process, as one process would make them).
     """
     was_training = module.training
     module.eval()
@@ -508,8 +532,11 @@ def batched_forward(
     try:
         for start in range(0, len(data), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(data)), device=data.device)
+            first, last = distributed.shard_of(len(idx))  # all of them on one process
+            x = data[idx[first:last]] if views is None else views(data[idx])[first:last]
             with autocast(data.device, amp):
-                out = module(data[idx])
+                out = module(x)
+            out = distributed.gather_outputs(out, len(idx))
             outputs.append(
                 [o.float() for o in out] if isinstance(out, (list, tuple)) else out.float()
             )

@@ -29,11 +29,12 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
-from skorch.callbacks import LRScheduler
+from skorch.callbacks import Checkpoint, LRScheduler, PrintLog, ProgressBar, TrainEndCheckpoint
 from skorch.history import History
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
+from . import distributed
 from ._pickling import LeanPickleMixin
 from ._training import (
     DeepClusterNet,
@@ -239,6 +240,27 @@ def _as_8bit(X: np.ndarray, low: float, high: float) -> np.ndarray:
     return X.astype(np.uint8)
 
 
+#: skorch callbacks that print or write files: in a distributed fit only process 0 keeps them.
+OUTPUT_CALLBACKS = (Checkpoint, TrainEndCheckpoint, PrintLog, ProgressBar)
+
+
+def _callback(entry: Any) -> Any:
+    """The callback of a ``callbacks`` entry (a callback, or a ``(name, callback)`` pair)."""
+    return entry[1] if isinstance(entry, tuple) else entry
+
+
+@contextlib.contextmanager
+def _quiet_unless_main(processes: distributed.Processes | None) -> Iterator[None]:
+    """Warnings are given by process 0 of a distributed fit only (every process would give the
+    same)."""
+    if processes is None or processes.is_main:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 @dataclass
 class FitInput:
     """What :meth:`DeepEstimatorMixin.fit` hands to an estimator's own ``_fit``."""
@@ -283,6 +305,10 @@ SHARED_ATTRIBUTES_DOC = """net_ : skorch.NeuralNet
         The net of the last training stage.
     device_ : torch.device
         The device the model lives on.
+    n_processes_ : int
+        Processes the fit trained on: 1, or the number of ``torch.distributed`` processes
+        (``torchrun``), each training on its share of every batch
+        (:doc:`/user_guide/distributed`).
     input_shape_ : tuple
         Shape of one sample, ``(d,)`` or ``(c, h, w)``.
     n_features_in_ : int
@@ -338,13 +364,36 @@ class DeepEstimatorMixin(LeanPickleMixin):
             warn_constant_features(checked)
         self._validate_params()
         self._check_params(checked)
-        self.device_ = resolve_device(self.device)
-        self.histories_: dict[str, History] = {}
-        seed = self._draw_seed()
-        with self._seeded(self.device_, seed), one_long_fit_warning():
-            self._fit(FitInput(checked, DeviceData(checked, self.device_), seed, X))
-        self._end_fit(checked)
+        device = resolve_device(self.device)
+        n_processes = distributed.world_size_for_fit(device)
+        with distributed.processes(n_processes) as processes, _quiet_unless_main(processes):
+            self.device_ = device if processes is None else distributed.fit_device(device)
+            self.n_processes_ = n_processes
+            self.histories_: dict[str, History] = {}
+            seed = self._draw_seed()
+            if processes is not None:
+                seed = self._agree_on_input(checked, seed, processes)
+            with self._seeded(self.device_, seed), one_long_fit_warning():
+                self._fit(FitInput(checked, DeviceData(checked, self.device_), seed, X))
+            self._end_fit(checked)
         return self
+
+    def _agree_on_input(self, X: np.ndarray, seed: int, processes: distributed.Processes) -> int:
+        """Check that every process of a distributed fit has the same data and batch size, and
+        return process 0's seed (``random_state=None`` draws differently on each)."""
+        min_rows = 2 * processes.world_size
+        if min(self.batch_size, len(X)) < min_rows:
+            raise ValueError(
+                f"a fit on {processes.world_size} processes needs batches of at least "
+                f"{min_rows} rows (two per process, for batch statistics); batch_size is "
+                f"{self.batch_size} and X has {len(X)} samples"
+            )
+        step = max(1, len(X) // 1024)
+        checksum = float(np.asarray(X[::step], dtype=np.float64).sum())
+        distributed.check_same_input(
+            [*X.shape, checksum, self.batch_size], "X and batch_size (shape, checksum, batch size)"
+        )
+        return distributed.broadcast_seed(seed)
 
     def _check_params(self, X: np.ndarray) -> None:
         """Checks of the parameters against the data (the constraints ran already)."""
@@ -384,7 +433,11 @@ class DeepEstimatorMixin(LeanPickleMixin):
         learning rate to 0 over the stage (cosine, stepped each epoch); "constant" keeps them.
         """
         callbacks = copy.deepcopy(list(self.callbacks)) if self.callbacks else []
-        if self.verbose:
+        processes = distributed.current()
+        prints = processes is None or processes.is_main
+        if not prints:  # process 0 alone prints and writes files
+            callbacks = [cb for cb in callbacks if not isinstance(_callback(cb), OUTPUT_CALLBACKS)]
+        elif self.verbose:
             callbacks.append(
                 ("progress", StageProgress(f"{type(self).__name__} {stage}", max_epochs))
             )
@@ -409,7 +462,7 @@ class DeepEstimatorMixin(LeanPickleMixin):
             max_epochs=max_epochs,
             batch_size=self.batch_size,
             callbacks=callbacks,
-            verbose=int(self.verbose >= 2),  # skorch's table of epochs
+            verbose=int(self.verbose >= 2 and prints),  # skorch's table of epochs
             device=str(data.device),
             stage=f"{type(self).__name__} {stage}",
             amp=True,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from torch import Tensor, nn
 
+from . import distributed
 from ._validation import check_number, check_positive_int
 
 #: :func:`kmeans_heads` fits k-means on at most this many samples (a random subset).
@@ -162,7 +163,8 @@ class MomentumTarget:
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        return self.network(x)
+        # in a distributed fit: on this process's rows, the outputs of all gathered
+        return distributed.sharded(self.network)(x)
 
 
 def kmeans_heads(heads: Sequence[nn.Linear], features: Tensor, seed: int) -> list[float]:

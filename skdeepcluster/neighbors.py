@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
+from . import distributed
 from ._numerics import unit_rows
 from ._validation import check_positive_int
 from .base import resolve_device, to_numpy
@@ -22,6 +23,8 @@ def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = 1024) -
 
     Similarities are computed ``block_size`` rows at a time, so memory stays at
     ``block_size x n`` whatever ``n`` is. A row is never its own neighbour (duplicates of it are).
+    Within a distributed fit (:mod:`skdeepcluster.distributed`) every process holds all the
+    features, finds the neighbours of its share of the rows, and all get the whole table.
 
     Parameters
     ----------
@@ -41,14 +44,15 @@ def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = 1024) -
             f"n_neighbors must be in [1, n_samples - 1] = [1, {n - 1}], got {n_neighbors}"
         )
     unit = unit_rows(features.float())
-    out = torch.empty(n, n_neighbors, dtype=torch.long, device=features.device)
-    for start in range(0, n, block_size):
-        stop = min(start + block_size, n)
+    first, last = distributed.shard_of(n)  # in a distributed fit: this process's queries
+    out = torch.empty(last - first, n_neighbors, dtype=torch.long, device=features.device)
+    for start in range(first, last, block_size):
+        stop = min(start + block_size, last)
         sims = unit[start:stop] @ unit.T
         rows = torch.arange(stop - start, device=features.device)
         sims[rows, rows + start] = float("-inf")  # exclude self
-        out[start:stop] = sims.topk(n_neighbors, dim=1).indices
-    return out
+        out[start - first : stop - first] = sims.topk(n_neighbors, dim=1).indices
+    return distributed.gather_shards(out, n)
 
 
 def neighbor_graph_embedding(

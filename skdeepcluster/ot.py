@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from . import distributed as _distributed
 from ._validation import check_number, check_positive_int
 
 __all__ = ["SinkhornResult", "sinkhorn_knopp"]
@@ -130,8 +131,14 @@ def _cluster_marginal(
     return (r / r.sum()).to(like.dtype)
 
 
-def _row_max(x: torch.Tensor) -> torch.Tensor:
-    """Per-row maximum; checks for NaN, +inf and rows/columns without support."""
+def _over_processes(t: torch.Tensor, spread: bool, op: str = "sum") -> torch.Tensor:
+    """``t`` reduced over the processes when the rows are ``spread`` over them, else ``t``."""
+    return _distributed.reduce_over_processes(t, op) if spread else t
+
+
+def _row_max(x: torch.Tensor, spread: bool = False) -> torch.Tensor:
+    """Per-row maximum; checks for NaN, +inf and rows/columns without support (the columns
+    over every process's rows when they are ``spread``)."""
     m = x.amax(dim=1)  # NaN and +inf propagate into the row maximum
     if not bool(torch.isfinite(m).all()):
         if bool(torch.isnan(m).any()):
@@ -142,7 +149,7 @@ def _row_max(x: torch.Tensor) -> torch.Tensor:
             "Every row (sample) of log_probs needs at least one finite entry; "
             "found a row that is all -inf."
         )
-    if not bool((x.amax(dim=0) > -math.inf).all()):
+    if not bool((_over_processes(x.amax(dim=0), spread, "max") > -math.inf).all()):
         raise ValueError(
             "Every column (cluster) of log_probs needs at least one finite "
             "entry; found a column that is all -inf."
@@ -192,15 +199,21 @@ def _log_step(
     g: torch.Tensor,
     log_c: float,
     log_r: torch.Tensor,
+    spread: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One Sinkhorn iteration in the log domain (rows, then columns).
 
     Returns the potentials ``(f, g)`` with ``f_i = log c - LSE_k(L_ik + g_k)``
-    and then ``g_k = log r_k - LSE_i(L_ik + f_i)``. Never over/underflows.
+    and then ``g_k = log r_k - LSE_i(L_ik + f_i)`` (over every process's rows when they are
+    ``spread``). Never over/underflows.
     """
     f = log_c - torch.logsumexp(_log_kernel(x, row_max, lam).add_(g[None, :]), dim=1)
-    g = log_r - torch.logsumexp(_log_kernel(x, row_max, lam).add_(f[:, None]), dim=0)
-    return f, g
+    scores = _log_kernel(x, row_max, lam).add_(f[:, None])
+    if not spread:
+        return f, log_r - torch.logsumexp(scores, dim=0)
+    top = _over_processes(scores.amax(dim=0), spread, "max")
+    total = _over_processes((scores - top[None, :]).exp_().sum(dim=0), spread)
+    return f, log_r - (total.log() + top)
 
 
 def _scaling_pass(
@@ -337,7 +350,7 @@ def _final_plan(
 # ----------------------------------------------------------------------------
 
 
-def _argmax_spreading_ties(plan: torch.Tensor) -> torch.Tensor:
+def _argmax_spreading_ties(plan: torch.Tensor, first_row: int = 0) -> torch.Tensor:
     """``plan.argmax(1)``, except that a row tied between columns takes the first tied column
     cyclically from ``i mod K``: plain argmax gives every row of a tied plan (e.g. uniform
     scores) column 0, which is the opposite of an equipartition."""
@@ -345,7 +358,7 @@ def _argmax_spreading_ties(plan: torch.Tensor) -> torch.Tensor:
     best = plan.amax(dim=1, keepdim=True)
     # ``== best`` too: at best = +inf the tolerance is NaN
     tied = (plan >= best - best.abs() * (4 * torch.finfo(plan.dtype).eps)) | (plan == best)
-    rows = torch.arange(n, device=plan.device).unsqueeze(1)
+    rows = torch.arange(first_row, first_row + n, device=plan.device).unsqueeze(1)
     cols = torch.arange(k, device=plan.device).unsqueeze(0)
     distance = (cols - rows) % k  # 0 at column i mod K, growing cyclically
     return torch.where(tied, k - distance, 0).argmax(dim=1)
@@ -359,6 +372,7 @@ def sinkhorn_knopp(
     max_iter: int = 1000,
     return_labels: bool = False,
     check_every: int | None = None,
+    distributed: bool = False,
 ) -> SinkhornResult:
     r"""Equipartitioned pseudo-labels by Sinkhorn-Knopp (SeLa, eqs. 7-8).
 
@@ -404,6 +418,13 @@ def sinkhorn_knopp(
         Check convergence and numerical range every this many iterations
         (each check synchronises with the device). ``None``: every
         iteration on CPU, every 10 on other devices.
+    distributed : bool, default=False
+        ``log_probs`` holds this process's rows of the samples, the processes of
+        ``torch.distributed``'s default group holding the others in rank order. Every process
+        calls the function; the cluster sums (and the log-domain steps' sums over samples) are
+        all-reduced, as in the distributed Sinkhorn of SwAV and solo-learn, so each process gets
+        its rows of the plan of all the samples: ``N`` is the total number of rows, and
+        ``marginal_error`` is that of the whole plan. The sparse warm start is not used.
 
     Returns
     -------
@@ -476,8 +497,11 @@ def sinkhorn_knopp(
     _check_scalars(lam, tol, max_iter, check_every)
     lam = float(lam)
     n, k = x.shape
+    first_row = 0
+    if distributed:
+        first_row, n = _distributed.rows_before(n)
     r = _cluster_marginal(cluster_marginal, k, x)
-    row_max = _row_max(x)
+    row_max = _row_max(x, distributed)
 
     c = 1.0 / n
     log_r = r.log()
@@ -486,7 +510,9 @@ def sinkhorn_knopp(
     kernel = _exp_kernel(x, row_max, lam)
     block_rows = _default_block_rows(kernel)
 
-    v, n_sparse_iter = _sparse_warm_start(kernel, r, c, tol, max_iter, tau)
+    v, n_sparse_iter = (
+        (None, 0) if distributed else _sparse_warm_start(kernel, r, c, tol, max_iter, tau)
+    )
     if v is None:
         v = torch.ones(k, dtype=x.dtype, device=x.device)
     v_good = v
@@ -496,6 +522,7 @@ def sinkhorn_knopp(
     while it < max_iter:
         it += 1
         u, s = _scaling_pass(kernel, v, c, block_rows)
+        s = _over_processes(s, distributed)
         v_next = r / s
         if it % check_every and it < max_iter:
             v = v_next
@@ -506,7 +533,7 @@ def sinkhorn_knopp(
         if not ok or not math.isfinite(err_val):
             # Absorb the last safe scaling and do one exact log-domain step.
             del kernel, u, s, v_next
-            f, g = _log_step(x, row_max, lam, g + v_good.log(), math.log(c), log_r)
+            f, g = _log_step(x, row_max, lam, g + v_good.log(), math.log(c), log_r, distributed)
             kernel = _exp_kernel(x, row_max, lam, f, g)
             v = v_good = torch.ones_like(v)
             n_log_steps += 1
@@ -517,7 +544,7 @@ def sinkhorn_knopp(
         v = v_good = v_next
 
     plan = _final_plan(kernel, v, c, x, row_max, lam, g)
-    marginal_error = float((plan.sum(0) - r).abs().sum())
+    marginal_error = float((_over_processes(plan.sum(0), distributed) - r).abs().sum())
     if not converged:
         warnings.warn(
             f"Sinkhorn-Knopp did not reach tol={tol:g} in {max_iter} iterations "
@@ -526,7 +553,7 @@ def sinkhorn_knopp(
             ConvergenceWarning,
             stacklevel=2,
         )
-    labels = _argmax_spreading_ties(plan) if return_labels else None
+    labels = _argmax_spreading_ties(plan, first_row) if return_labels else None
     return SinkhornResult(
         plan=plan,
         labels=labels,

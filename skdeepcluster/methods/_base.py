@@ -17,6 +17,7 @@ from sklearn.utils import TransformerTags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from torch import nn
 
+from .. import distributed
 from .._training import DeviceData, HeadLosses, select_head
 from .._validation import check_positive_int
 from ..backbones import Backbone, Standardize, build_backbone, freeze_early_layers
@@ -392,7 +393,10 @@ class DeepClusterMixin(ClassNamePrefixFeaturesOutMixin, TransformerMixin, DeepEs
         sizes = [head.out_features for head in module.heads]
         # Ward was measured on vectors only; images keep the k-means their figures were made with
         clustering = "ward" if fit.X.ndim == 2 else "kmeans"
-        rows, labels = manifold_partition(embedded, sizes, fit.seed, clustering)
+        # t-SNE may differ in its last bits between processes: all take process 0's
+        rows, labels = distributed.same_on_every_process(
+            manifold_partition(embedded, sizes, fit.seed, clustering)
+        )
         targets = torch.full((len(sizes), len(fit.X)), -1, dtype=torch.long)
         for h, (head, head_labels) in enumerate(zip(module.heads, labels, strict=True)):
             fit_linear_head(head, features[torch.as_tensor(rows)], torch.as_tensor(head_labels))

@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
+from .. import distributed
 from .._training import DeviceData, HeadLosses
 from ..base import (
     COMMON_CONSTRAINTS,
@@ -84,7 +85,7 @@ class C2BINObjective:
 
     def loss(self, module: nn.Module, data: DeviceData, idx: Tensor) -> dict[str, Tensor]:
         if self.follower is None:  # from the live module: its weights, device and dtype
-            self.follower = MomentumTarget(_encoder(module))
+            self.follower = MomentumTarget(_encoder(distributed.local_module(module)))
         x = data[idx]
         n = len(x)
         v1, v2 = self.augment(x), self.augment(x)

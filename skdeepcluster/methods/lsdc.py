@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
+from .. import distributed
 from .._training import DeviceData, batches_per_epoch
 from ..base import COMMON_CONSTRAINTS, FitInput, epochs_constraint, resolve_max_epochs
 from ..heads import ClusterModel
@@ -443,6 +444,8 @@ class LSDC(DeepClusterMixin, ClusterMixin, BaseEstimator):
                 min(SPECTRAL_NEIGHBORS, n - 1),
                 random_state=seed,
             )
+            # the eigenvectors may differ in their last bits between processes
+            features = distributed.same_on_every_process(features)
         return features
 
     def _calibrate(self, params: dict, fixed: Tensor | None, seed: int) -> dict:

@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
+from .. import distributed
 from .._training import DeviceData, HeadLosses, batched_forward, select_head
 from .._validation import check_positive_int
 from ..base import (
@@ -83,18 +84,6 @@ def label_update_epochs(n_updates: int, max_epochs: int) -> np.ndarray:
     return epochs
 
 
-class _Augmented(nn.Module):
-    """``module(augment(x))``: lets :func:`batched_forward` predict on augmented data."""
-
-    def __init__(self, module: nn.Module, augment: Callable[[Tensor], Tensor]) -> None:
-        super().__init__()
-        self.module = module
-        self.augment = augment
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        return self.module(self.augment(x))
-
-
 @dataclass
 class SeLaObjective:
     """Step 1, eq. (1) per head on an augmented view against its current labels; step 2, the
@@ -142,19 +131,22 @@ class SeLaObjective:
         ``SINKHORN_TOL``, which only skews the cluster sizes a little): the largest error over the
         heads is kept in ``sinkhorn_error`` and checked once at the end of ``fit``.
         """
-        logits = batched_forward(_Augmented(module, self.augment), data, INFERENCE_BATCH, amp=True)
+        logits = batched_forward(module, data, INFERENCE_BATCH, amp=True, views=self.augment)
+        # in a distributed fit each process solves for its rows, the cluster sums all-reduced
+        first, last = distributed.shard_of(len(data))
         labels, errors = [], []
         for head_logits, marginal in zip(logits, self.marginals):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 result = sinkhorn_knopp(
-                    F.log_softmax(head_logits, dim=1),
+                    F.log_softmax(head_logits[first:last], dim=1),
                     lam=self.sinkhorn_lambda,
                     cluster_marginal=marginal,
                     tol=SINKHORN_TOL,
                     return_labels=True,
+                    distributed=distributed.current() is not None,
                 )
-            labels.append(result.labels.to(self.labels))
+            labels.append(distributed.gather_shards(result.labels, len(data)).to(self.labels))
             errors.append(result.marginal_error)
         new = torch.stack(labels)
         changed = float((new != self.labels).float().mean())
