@@ -263,7 +263,9 @@ def _csr(
         return torch.sparse_csr_tensor(crow, cols, vals, shape, check_invariants=False)
 
 
-def _sparse_kernel(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _sparse_kernel(
+    kernel: torch.Tensor, spread: bool = False
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """CSR copies of ``G`` and ``G^T`` keeping entries above ``_SPARSE_DROP``.
 
     Returns ``None`` when more than ``_SPARSE_MAX_DENSITY`` of the kernel
@@ -272,10 +274,13 @@ def _sparse_kernel(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | 
     """
     n, k = kernel.shape
     probe = kernel[:: max(1, n // _SPARSE_PROBE_ROWS)]
-    if float((probe > _SPARSE_DROP).float().mean()) > _SPARSE_MAX_DENSITY:
+    density = (probe > _SPARSE_DROP).float().mean()
+    if float(_over_processes(density, spread, "max")) > _SPARSE_MAX_DENSITY:
         return None
     keep = kernel > _SPARSE_DROP
-    if int(torch.count_nonzero(keep)) > _SPARSE_MAX_DENSITY * kernel.numel():
+    kept = torch.stack([torch.count_nonzero(keep), torch.tensor(kernel.numel())]).double()
+    kept, entries = _over_processes(kept, spread).tolist()
+    if kept > _SPARSE_MAX_DENSITY * entries:
         return None
     rows, cols = keep.nonzero(as_tuple=True)  # row-major, so rows are sorted
     del keep
@@ -285,7 +290,13 @@ def _sparse_kernel(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | 
 
 
 def _sparse_warm_start(
-    kernel: torch.Tensor, r: torch.Tensor, c: float, tol: float, max_iter: int, tau: float
+    kernel: torch.Tensor,
+    r: torch.Tensor,
+    c: float,
+    tol: float,
+    max_iter: int,
+    tau: float,
+    spread: bool = False,
 ) -> tuple[torch.Tensor | None, int]:
     """Cluster scaling ``v`` from Sinkhorn on a sparse copy of the kernel.
 
@@ -297,13 +308,13 @@ def _sparse_warm_start(
     the sparse problem left the safe range (e.g. a cluster with no kept
     entry); the caller then starts from ``v = 1``.
     """
-    sparse = _sparse_kernel(kernel)
+    sparse = _sparse_kernel(kernel, spread)
     if sparse is None:
         return None, 0
     g, g_t = sparse
     v = torch.ones_like(r)
     for it in range(1, max_iter + 1):
-        s = g_t @ (g @ v).reciprocal_().mul_(c)
+        s = _over_processes(g_t @ (g @ v).reciprocal_().mul_(c), spread)
         v_next = r / s
         err = (v * s - r).abs().sum()
         in_range = (v_next.log().abs() <= tau).all()
@@ -424,7 +435,7 @@ def sinkhorn_knopp(
         calls the function; the cluster sums (and the log-domain steps' sums over samples) are
         all-reduced, as in the distributed Sinkhorn of SwAV and solo-learn, so each process gets
         its rows of the plan of all the samples: ``N`` is the total number of rows, and
-        ``marginal_error`` is that of the whole plan. The sparse warm start is not used.
+        ``marginal_error`` is that of the whole plan.
 
     Returns
     -------
@@ -510,9 +521,7 @@ def sinkhorn_knopp(
     kernel = _exp_kernel(x, row_max, lam)
     block_rows = _default_block_rows(kernel)
 
-    v, n_sparse_iter = (
-        (None, 0) if distributed else _sparse_warm_start(kernel, r, c, tol, max_iter, tau)
-    )
+    v, n_sparse_iter = _sparse_warm_start(kernel, r, c, tol, max_iter, tau, distributed)
     if v is None:
         v = torch.ones(k, dtype=x.dtype, device=x.device)
     v_good = v

@@ -84,6 +84,11 @@ def label_update_epochs(n_updates: int, max_epochs: int) -> np.ndarray:
     return epochs
 
 
+#: In a distributed fit, Sinkhorn is solved on row shards across the processes from this many
+#: logits of a head (rows x clusters) up; smaller problems are solved whole on each process.
+DISTRIBUTED_SINKHORN_MIN_ENTRIES = 1 << 24
+
+
 @dataclass
 class SeLaObjective:
     """Step 1, eq. (1) per head on an augmented view against its current labels; step 2, the
@@ -132,8 +137,14 @@ class SeLaObjective:
         heads is kept in ``sinkhorn_error`` and checked once at the end of ``fit``.
         """
         logits = batched_forward(module, data, INFERENCE_BATCH, amp=True, views=self.augment)
-        # in a distributed fit each process solves for its rows, the cluster sums all-reduced
-        first, last = distributed.shard_of(len(data))
+        # a distributed fit with large logits: each process solves for its rows, the cluster
+        # sums all-reduced every iteration; below that every process solves the whole problem
+        # (the same result without a collective per iteration, which costs more)
+        spread = (
+            distributed.current() is not None
+            and logits[0].numel() >= DISTRIBUTED_SINKHORN_MIN_ENTRIES
+        )
+        first, last = distributed.shard_of(len(data)) if spread else (0, len(data))
         labels, errors = [], []
         for head_logits, marginal in zip(logits, self.marginals):
             with warnings.catch_warnings():
@@ -144,9 +155,12 @@ class SeLaObjective:
                     cluster_marginal=marginal,
                     tol=SINKHORN_TOL,
                     return_labels=True,
-                    distributed=distributed.current() is not None,
+                    distributed=spread,
                 )
-            labels.append(distributed.gather_shards(result.labels, len(data)).to(self.labels))
+            head_labels = (
+                distributed.gather_shards(result.labels, len(data)) if spread else result.labels
+            )
+            labels.append(head_labels.to(self.labels))
             errors.append(result.marginal_error)
         new = torch.stack(labels)
         changed = float((new != self.labels).float().mean())
