@@ -360,13 +360,13 @@ class DeepEstimatorMixin(LeanPickleMixin):
         self
         """
         checked = self._validate_input(X, reset=True)
-        if checked.ndim == 2:
-            warn_constant_features(checked)
         self._validate_params()
         self._check_params(checked)
         device = resolve_device(self.device)
         n_processes = distributed.world_size_for_fit(device)
         with distributed.processes(n_processes) as processes, _quiet_unless_main(processes):
+            if checked.ndim == 2:
+                warn_constant_features(checked)
             self.device_ = device if processes is None else distributed.fit_device(device)
             self.n_processes_ = n_processes
             self.histories_: dict[str, History] = {}

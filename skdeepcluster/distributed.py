@@ -167,19 +167,40 @@ def processes(world_size: int) -> Iterator[Processes | None]:
         yield current()
     except DistributedTrainingError:
         raise
-    except dist.DistBackendError as exc:
+    except RuntimeError as exc:
+        if not _is_collective_failure(exc):
+            _end_after_own_error()
+            raise
         raise DistributedTrainingError(
             f"process {dist.get_rank()} of {world_size}: the fit stopped because another "
             f"process failed, left, or did not answer within {timeout_seconds():g} s "
             f"(SKDEEPCLUSTER_TIMEOUT). Its own error is in that process's output. ({exc})"
         ) from exc
     except BaseException:
-        # this process's own error: end its group so that the others' collectives fail now
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
+        _end_after_own_error()
         raise
     finally:
         _processes.reset(token)
+
+
+#: Words of the errors that gloo and NCCL raise when a peer fails or a collective times out (as
+#: plain RuntimeErrors from gloo).
+_COLLECTIVE_FAILURE_WORDS = ("gloo", "nccl", "connection closed", "connection reset", "timed out")
+
+
+def _is_collective_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` came from a collective whose peers failed (not from this process)."""
+    message = str(exc).lower()
+    return isinstance(exc, dist.DistBackendError) or any(
+        word in message for word in _COLLECTIVE_FAILURE_WORDS
+    )
+
+
+def _end_after_own_error() -> None:
+    """This process failed: end its process group, so that the other processes' collectives
+    fail now instead of waiting for the timeout."""
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
 
 
 def check_same_input(summary: Sequence[float], what: str) -> None:
@@ -512,19 +533,24 @@ def reduce_over_processes(tensor: Tensor, op: str = "sum") -> Tensor:
     RuntimeError
         When ``torch.distributed`` is not initialised.
     """
-    if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError(
-            "torch.distributed is not initialised: call torch.distributed.init_process_group "
-            "(torchrun sets up its environment) before a computation across processes"
-        )
+    _require_process_group()
     total = tensor.detach().to(_backend_device(tensor), copy=True).contiguous()
     dist.all_reduce(total, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return total.to(tensor.device)
 
 
+def _require_process_group() -> None:
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "torch.distributed is not initialised: call torch.distributed.init_process_group "
+            "(torchrun sets up its environment) before a computation across processes"
+        )
+
+
 def rows_before(n_local: int) -> tuple[int, int]:
     """``(offset, total)``: the rows held by the processes before this one of the default group,
     and by all of them (each process holds ``n_local`` rows of one table, in rank order)."""
+    _require_process_group()
     counts = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
     dist.all_gather(counts, torch.tensor([n_local], dtype=torch.int64))
     sizes = [int(c) for c in counts]
