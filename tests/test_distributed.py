@@ -8,17 +8,18 @@ process, where no process group exists.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 from pathlib import Path
 
+import distributed_worker as worker
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-import distributed_worker as worker
 from skdeepcluster import distributed
 from skdeepcluster.ot import sinkhorn_knopp
 
@@ -67,7 +68,7 @@ def test_shard_bounds_partition_the_rows_in_order():
         for world in range(1, 5):
             bounds = distributed.shard_bounds(n, world)
             assert bounds[0][0] == 0 and bounds[-1][1] == n
-            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
             sizes = [stop - start for start, stop in bounds]
             assert max(sizes) - min(sizes) <= 1
 
@@ -96,7 +97,7 @@ def test_global_batch_norm_is_torchs_outside_a_fit_and_is_restored():
 
 
 def test_distributed_sinkhorn_needs_a_process_group():
-    with pytest.raises(RuntimeError, match="torch.distributed is not initialised"):
+    with pytest.raises(RuntimeError, match=r"torch\.distributed is not initialised"):
         sinkhorn_knopp(torch.randn(6, 2), distributed=True)
 
 
