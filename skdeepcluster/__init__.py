@@ -1,5 +1,6 @@
 """Deep clustering methods as scikit-learn estimators, trained with skorch on CPU or CUDA."""
 
+from ._config import config_context, get_config, set_config
 from ._training import TrainingDivergedError
 from .methods.c2bin import C2BIN
 from .methods.drc import DRC
@@ -22,7 +23,10 @@ __all__ = [
     "SeLa",
     "SimCLR",
     "TrainingDivergedError",
+    "config_context",
+    "get_config",
     "load",
     "save",
+    "set_config",
 ]
 __version__ = "0.1.0.dev0"

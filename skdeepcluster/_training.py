@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import distributed
+from ._config import get_config
 
 #: :attr:`DeviceData.sample` holds at most this many rows.
 SAMPLE_ROWS = 10_000
@@ -148,41 +149,69 @@ class LongStageWarning(Callback):
         )
 
 
-class DeviceData:
-    """The training data as one tensor on the device, read in index batches.
+def device_data_budget(device: torch.device) -> float:
+    """Bytes of training data a fit may keep on ``device`` (see
+    :func:`skdeepcluster.set_config`)."""
+    configured = get_config()["device_data_bytes"]
+    if configured is not None:
+        return configured
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / 2
+    return math.inf
 
-    Images are kept as stored (``uint8`` images stay ``uint8``, a quarter of the float size) and
-    converted to ``float32`` in ``[0, 1]`` only for the rows of a batch.
+
+class DeviceData:
+    """The training data, read in index batches on the device.
+
+    When it fits the device's budget (:func:`device_data_budget`) the data is one tensor on the
+    device (resident). Otherwise it stays in host memory (a memmap stays on disk) and each batch's
+    rows are gathered on the host and copied to the device, through pinned memory with a
+    non-blocking copy on CUDA (streamed). Images are kept as stored (``uint8`` images stay
+    ``uint8``, a quarter of the float size) and converted to ``float32`` in ``[0, 1]`` only for
+    the rows of a batch, on the device.
 
     Parameters
     ----------
     X : ndarray
-        Vectors ``(n, d)`` or images ``(n, c, h, w)``, ``uint8`` or floating point.
+        Vectors ``(n, d)`` or images ``(n, c, h, w)``, ``uint8`` or floating point (a NumPy
+        memmap too; it is never written).
     device : torch.device
-        Where the tensor lives.
+        Where the batches are used.
     """
 
     def __init__(self, X: Any, device: torch.device) -> None:
-        tensor = torch.as_tensor(X)
+        with warnings.catch_warnings():  # a read-only memmap: read, never written
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensor = torch.as_tensor(X)
         self.scale = 1.0 / 255.0 if tensor.dtype == torch.uint8 else 1.0
-        if tensor.dtype != torch.uint8:
+        if tensor.dtype not in (torch.uint8, torch.float32):
             tensor = tensor.to(torch.float32)
-        self.tensor = tensor.to(device)
         self.device = device
+        self.shape = tuple(tensor.shape)
+        self.resident = tensor.numel() * tensor.element_size() <= device_data_budget(device)
+        self.tensor = tensor.to(device) if self.resident else tensor
         self._sample: Tensor | None = None
 
     def __len__(self) -> int:
-        return self.tensor.shape[0]
+        return self.shape[0]
 
     def __getitem__(self, idx: Tensor) -> Tensor:
-        batch = self.tensor[idx]
+        batch = self.tensor[idx] if self.resident else self._fetch(idx)
         if batch.dtype == torch.uint8:
             return batch.to(torch.float32) * self.scale
         return batch
 
+    def _fetch(self, idx: Tensor) -> Tensor:
+        """The rows ``idx`` from host memory, on the device."""
+        rows = self.tensor[idx.cpu()]
+        if self.device.type != "cuda":
+            return rows
+        return rows.pin_memory().to(self.device, non_blocking=True)
+
     @property
     def is_image(self) -> bool:
-        return self.tensor.ndim == 4
+        return len(self.shape) == 4
 
     def as_float(self) -> Tensor:
         """Every row, as floats (images in ``[0, 1]``)."""

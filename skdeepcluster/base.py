@@ -261,6 +261,15 @@ def _quiet_unless_main(processes: distributed.Processes | None) -> Iterator[None
         yield
 
 
+def _is_memmap(X: Any) -> bool:
+    """Whether ``X`` is a NumPy memmap, or a view of one."""
+    while isinstance(X, np.ndarray):
+        if isinstance(X, np.memmap):
+            return True
+        X = X.base
+    return False
+
+
 @dataclass
 class FitInput:
     """What :meth:`DeepEstimatorMixin.fit` hands to an estimator's own ``_fit``."""
@@ -305,6 +314,10 @@ SHARED_ATTRIBUTES_DOC = """net_ : skorch.NeuralNet
         The net of the last training stage.
     device_ : torch.device
         The device the model lives on.
+    streamed_ : bool
+        Whether the training data stayed in host memory, each batch copied to the device,
+        because it exceeds the device budget (:func:`skdeepcluster.set_config`); False when it
+        lived on the device.
     n_processes_ : int
         Processes the fit trained on: 1, or the number of ``torch.distributed`` processes
         (``torchrun``), each training on its share of every batch
@@ -373,8 +386,10 @@ class DeepEstimatorMixin(LeanPickleMixin):
             seed = self._draw_seed()
             if processes is not None:
                 seed = self._agree_on_input(checked, seed, processes)
+            data = DeviceData(checked, self.device_)
+            self.streamed_ = not data.resident
             with self._seeded(self.device_, seed), one_long_fit_warning():
-                self._fit(FitInput(checked, DeviceData(checked, self.device_), seed, X))
+                self._fit(FitInput(checked, data, seed, X))
             self._end_fit(checked)
         return self
 
@@ -531,7 +546,10 @@ class DeepEstimatorMixin(LeanPickleMixin):
                 f"X has sample shape {tuple(X.shape[1:])}, but {type(self).__name__} "
                 f"was fitted on {self.input_shape_}"
             )
-        # writable: torch must not wrap read-only memory (e.g. GridSearchCV's memmaps)
+        # writable: torch must not wrap read-only memory (e.g. GridSearchCV's memmaps); but a
+        # memmap the caller passed stays on disk (it may not fit in memory), only read
+        if _is_memmap(X_in) and _is_memmap(X) and X.flags.c_contiguous:
+            return X
         return np.require(X, requirements=("C", "W"))
 
     def _draw_seed(self) -> int:

@@ -1,0 +1,51 @@
+"""Package-wide settings, as scikit-learn's ``set_config`` / ``config_context``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from numbers import Integral
+from typing import Any
+
+_config: dict[str, Any] = {"device_data_bytes": None}
+
+
+def get_config() -> dict[str, Any]:
+    """The current settings (a copy); see :func:`set_config`."""
+    return dict(_config)
+
+
+def set_config(device_data_bytes: int | str | None = "keep") -> None:
+    """Set package-wide settings.
+
+    Parameters
+    ----------
+    device_data_bytes : int or None
+        The most bytes of training data a fit keeps on its device. Data that fits (``X`` as
+        stored: uint8 images stay uint8, everything else float32) lives on the device for the
+        whole fit, the fast path; larger data stays in host memory (a NumPy memmap stays on
+        disk) and every batch is copied to the device, through pinned memory with a
+        non-blocking copy on CUDA, then augmented there. None (the default): on CUDA, half of
+        the device's free memory; on the CPU, no limit (the device is host memory, and a memmap
+        is read in place without a copy).
+    """
+    if device_data_bytes != "keep":
+        if device_data_bytes is not None and (
+            not isinstance(device_data_bytes, Integral) or device_data_bytes < 0
+        ):
+            raise ValueError(
+                "device_data_bytes must be a non-negative integer (bytes) or None (automatic), "
+                f"got {device_data_bytes!r}"
+            )
+        _config["device_data_bytes"] = device_data_bytes
+
+
+@contextlib.contextmanager
+def config_context(**settings: Any) -> Iterator[None]:
+    """Within the block, the settings of :func:`set_config` given here; restored after."""
+    saved = get_config()
+    set_config(**settings)
+    try:
+        yield
+    finally:
+        _config.update(saved)
