@@ -157,7 +157,7 @@ class _FailOnRank(Callback):
             if self.how == "exit":
                 os._exit(3)
             if self.how == "hang":
-                time.sleep(12)
+                time.sleep(6)
             raise RuntimeError("process 1 failed on purpose")
 
 
