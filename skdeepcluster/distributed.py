@@ -138,16 +138,25 @@ def world_size_for_fit(device: torch.device) -> int:
         if _torchrun_world_size() <= 1:
             return 1
         _init_process_group(device)
+    if dist.get_world_size() > 1 and dist.get_backend() == "nccl" and device.type != "cuda":
+        raise ValueError(
+            f"device={str(device)!r}, but torch.distributed's process group uses NCCL, which "
+            "exchanges CUDA tensors only: fit on device='cuda', or initialise the group with "
+            "the gloo backend for CPU fits"
+        )
     return dist.get_world_size()
 
 
 def fit_device(device: torch.device) -> torch.device:
     """``device`` for this process: under torchrun a bare "cuda" means this process's GPU,
-    ``cuda:LOCAL_RANK``."""
-    if device.type != "cuda" or device.index is not None:
+    ``cuda:LOCAL_RANK``, which becomes the current CUDA device (NCCL's collectives run there)."""
+    if device.type != "cuda":
         return device
-    local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if device.index is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    torch.cuda.set_device(device)
+    return device
 
 
 @contextlib.contextmanager
@@ -206,7 +215,7 @@ def _end_after_own_error() -> None:
 def check_same_input(summary: Sequence[float], what: str) -> None:
     """Raise ValueError on every process unless all processes passed the same ``summary``
     (numbers describing the fit's input: its shape, a checksum, the seed)."""
-    local = torch.tensor([float(v) for v in summary], dtype=torch.float64)
+    local = torch.tensor([float(v) for v in summary], dtype=torch.float64, device=_host_or_gpu())
     everyone = [torch.empty_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(everyone, local)
     mismatched = [r for r, theirs in enumerate(everyone) if not torch.equal(theirs, everyone[0])]
@@ -220,7 +229,7 @@ def check_same_input(summary: Sequence[float], what: str) -> None:
 
 def broadcast_seed(seed: int) -> int:
     """Process 0's ``seed``, on every process: ``random_state=None`` draws one seed for all."""
-    value = torch.tensor([seed], dtype=torch.int64)
+    value = torch.tensor([seed], dtype=torch.int64, device=_host_or_gpu())
     dist.broadcast(value, src=0)
     return int(value.item())
 
@@ -233,6 +242,13 @@ def shard_bounds(n_rows: int, world_size: int) -> list[tuple[int, int]]:
     at most one, in rank order."""
     edges = [n_rows * r // world_size for r in range(world_size + 1)]
     return list(itertools.pairwise(edges))
+
+
+def _host_or_gpu() -> torch.device:
+    """Where small collectives run: the CPU for gloo, this process's GPU for NCCL."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _backend_device(tensor: Tensor) -> torch.device:
@@ -551,8 +567,9 @@ def rows_before(n_local: int) -> tuple[int, int]:
     """``(offset, total)``: the rows held by the processes before this one of the default group,
     and by all of them (each process holds ``n_local`` rows of one table, in rank order)."""
     _require_process_group()
-    counts = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
-    dist.all_gather(counts, torch.tensor([n_local], dtype=torch.int64))
+    where = _host_or_gpu()
+    counts = [torch.zeros(1, dtype=torch.int64, device=where) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, torch.tensor([n_local], dtype=torch.int64, device=where))
     sizes = [int(c) for c in counts]
     return sum(sizes[: dist.get_rank()]), sum(sizes)
 
