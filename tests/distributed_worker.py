@@ -57,6 +57,12 @@ class FirstSteps(Callback):
             RECORD.append({"losses": losses, "grads": self.grads_})
 
 
+def small_scan(**kwargs: Any) -> sk.SCAN:
+    """SCAN on the input vectors, small and quick; ``kwargs`` override."""
+    params = dict(n_clusters=3, pretext=None, max_epochs=1, n_neighbors=5, batch_size=32)
+    return sk.SCAN(**{**params, "random_state": 0, **kwargs})
+
+
 def estimators() -> dict[str, Any]:
     """One small configuration of every estimator, each recording its first steps."""
     cb = [FirstSteps()]
@@ -64,16 +70,16 @@ def estimators() -> dict[str, Any]:
     # random heads: the method's own loss is the first stage, from the same initial weights
     method = dict(common, head_init="random")
     return {
-        "SCAN": sk.SCAN(n_clusters=3, pretext=None, max_epochs=1, n_neighbors=5, **method),
+        "SCAN": small_scan(**method),
         "SeLa": sk.SeLa(n_clusters=3, n_heads=2, pretext=None, max_epochs=2, **method),
         "LSDC": sk.LSDC(n_clusters=3, pretext=None, max_epochs=1, **method),
         "C2BIN": sk.C2BIN(
             n_clusters=3, head_sizes=[3, 6], max_epochs=1, hidden_dim=16, projection_dim=8, **method
         ),
         "DRC": sk.DRC(n_clusters=3, max_epochs=1, **method),
-        "manifold start": sk.SCAN(
-            n_clusters=3, pretext=None, max_epochs=1, n_neighbors=5, head_init="manifold", **common
-        ),
+        "manifold start": small_scan(head_init="manifold", **common),
+        # 31-row batches: shards of 15 and 16 rows (the padded gather)
+        "uneven shards": small_scan(**{**method, "batch_size": 31}),
         "SimCLR": sk.SimCLR(max_epochs=1, **common),
         "RotNet": sk.RotNet(max_epochs=1, **common),
         "AutoEncoder": sk.AutoEncoder(max_epochs=1, **common),
@@ -128,16 +134,7 @@ def quiet_process(rank: int, world_size: int, out_dir: str) -> dict:
     checkpoint = Checkpoint(
         monitor="train_loss_best", dirname=str(Path(out_dir) / f"checkpoint{rank}")
     )
-    estimator = sk.SCAN(
-        n_clusters=3,
-        pretext=None,
-        max_epochs=1,
-        n_neighbors=5,
-        batch_size=32,
-        verbose=2,
-        callbacks=[checkpoint],
-        random_state=0,
-    )
+    estimator = small_scan(verbose=2, callbacks=[checkpoint])
     estimator.fit(vectors)
     return {"labels": estimator.labels_}
 
@@ -145,7 +142,7 @@ def quiet_process(rank: int, world_size: int, out_dir: str) -> dict:
 def different_data(rank: int, world_size: int, out_dir: str) -> None:
     """Process 1 passes other data than process 0."""
     _, vectors = digits(64 + 8 * rank)
-    sk.SCAN(n_clusters=3, pretext=None, max_epochs=1, batch_size=32).fit(vectors)
+    small_scan(random_state=None).fit(vectors)
 
 
 class _FailOnRank(Callback):
@@ -164,15 +161,7 @@ class _FailOnRank(Callback):
 def one_fails(rank: int, world_size: int, out_dir: str, how: str) -> None:
     """Process 1 fails in its second epoch: by an exception, or by exiting."""
     _, vectors = digits(64)
-    sk.SCAN(
-        n_clusters=3,
-        pretext=None,
-        max_epochs=5,
-        batch_size=32,
-        n_neighbors=5,
-        callbacks=[_FailOnRank(1, how)],
-        random_state=0,
-    ).fit(vectors)
+    small_scan(max_epochs=5, callbacks=[_FailOnRank(1, how)]).fit(vectors)
 
 
 SCENARIOS = {
