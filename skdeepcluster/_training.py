@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from ._config import get_config
+from ._validation import values_trusted
 
 #: :attr:`DeviceData.sample` holds at most this many rows.
 SAMPLE_ROWS = 10_000
@@ -270,6 +271,16 @@ class HeadLosses:
         return (self.sums / max(self.batches, 1)).cpu().numpy()
 
 
+def clusters_used(labels: Tensor, n_clusters: int) -> Tensor:
+    """How many of ``n_clusters`` clusters ``labels`` uses, as a float tensor on their device
+    (for the history). Counted by a scatter, not ``torch.bincount``, whose output size depends
+    on the labels' maximum: a device sync on a GPU."""
+    counts = torch.zeros(n_clusters, device=labels.device).scatter_add_(
+        0, labels, torch.ones_like(labels, dtype=torch.float32)
+    )
+    return (counts > 0).sum().float()
+
+
 def select_head(head_losses: np.ndarray, head_sizes: Sequence[int], n_clusters: int) -> int:
     """Index of the head with ``n_clusters`` clusters whose loss is lowest (label-free choice)."""
     candidates = [h for h, k in enumerate(head_sizes) if k == n_clusters]
@@ -412,16 +423,43 @@ class DeepClusterNet(NeuralNet):
         self._set_training(True)
         idx = batch[0]
         module = self.module_ if self.sharded_ is None else self.sharded_
-        with self.autocast():
+        with self.autocast(), values_trusted():
             terms = self.objective.loss(module, self.data, idx)
         loss = terms["loss"]
         loss.backward()
-        if self.log_terms:
-            # one device sync for all the logged terms instead of one per term
-            values = torch.stack([terms[name].detach().float() for name in self.log_terms]).tolist()
-            for name, value in zip(self.log_terms, values):
-                self.history.record_batch(name, value)
+        # kept on the device: read once at the end of the epoch (run_single_epoch)
+        self.epoch_terms_.append(
+            torch.stack(
+                [loss.detach().float(), *(terms[n].detach().float() for n in self.log_terms)]
+            )
+        )
         return {"loss": loss, "y_pred": None}
+
+    def run_single_epoch(
+        self, iterator: Any, training: bool, prefix: str, step_fn: Any, **fit_params: Any
+    ) -> None:
+        """skorch's epoch, without its host read of every step's loss (``.item()``, a device
+        sync per step on a GPU): the losses and logged terms of the steps stay on the device and
+        are read in one transfer at the end of the epoch, then written to each batch's row of
+        the history (``train_loss``, ``train_batch_size`` and the terms, as skorch writes them).
+        Callbacks therefore see a batch's loss from the end of its epoch on."""
+        if iterator is None:
+            return
+        self.epoch_terms_: list[Tensor] = []
+        sizes = []
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            sizes.append(len(batch[0]))
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+        names = (prefix + "_loss", *self.log_terms)
+        values = torch.stack(self.epoch_terms_).tolist() if self.epoch_terms_ else []
+        rows = self.history[-1]["batches"][-len(sizes) :] if sizes else []
+        for row, size, batch_values in zip(rows, sizes, values, strict=True):
+            row.update(zip(names, batch_values))
+            row[prefix + "_batch_size"] = size
+        self.epoch_terms_ = []
+        self.history.record(prefix + "_batch_count", len(sizes))
 
     def fit_on_data(self) -> DeepClusterNet:
         """Train for ``max_epochs`` over the index batches of ``self.data``.

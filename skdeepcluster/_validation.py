@@ -7,8 +7,11 @@ check raises a ``ValueError`` that names the argument, what was given and what i
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
+from collections.abc import Iterator
 from typing import Any
 
 from torch import Tensor
@@ -89,3 +92,27 @@ def check_same_shape(a: Tensor, b: Tensor, names: str, shape: str = "(N, K)") ->
             f"{names} must both be {shape} of the same shape; got {tuple(a.shape)} and "
             f"{tuple(b.shape)}"
         )
+
+
+_value_checks: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "skdeepcluster_value_checks", default=True
+)
+
+
+def checking_values() -> bool:
+    """Whether the pure functions check the *values* of their tensor arguments (indices in
+    range, weights summing to one...): each such check reads a value on the host, a device sync
+    on a GPU. True, but inside :func:`values_trusted`."""
+    return _value_checks.get()
+
+
+@contextlib.contextmanager
+def values_trusted() -> Iterator[None]:
+    """Within the block the pure functions skip their value checks (shape and dtype checks
+    stay): the training step wraps its objective in it, since the values it passes are made by
+    the package itself and a check per step would stall a GPU."""
+    token = _value_checks.set(False)
+    try:
+        yield
+    finally:
+        _value_checks.reset(token)

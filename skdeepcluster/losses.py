@@ -13,7 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._validation import check_float_matrix, check_number, check_real, check_same_shape
+from ._validation import (
+    check_float_matrix,
+    check_number,
+    check_real,
+    check_same_shape,
+    checking_values,
+)
 
 # SimCLR
 
@@ -285,16 +291,19 @@ def self_label_loss(strong_logits: Tensor, weak_probs: Tensor, threshold: float 
             f"{tuple(strong_logits.shape)} and {tuple(weak_probs.shape)}"
         )
     confidence, targets = weak_probs.detach().max(1)
-    mask = confidence > threshold
-    if not bool(mask.any()):
-        return strong_logits.sum() * 0.0
-    targets = targets[mask]
+    confident = (confidence > threshold).float()
+    # no boolean indexing and no test of "any confident sample": each a host sync on a GPU.
+    # The weighted mean over the confident samples, written out, is the same number.
     k = strong_logits.shape[1]
-    counts = torch.bincount(targets, minlength=k).float()
+    counts = torch.zeros(k, device=confident.device).scatter_add_(0, targets, confident)
     present = counts > 0
-    weights = torch.zeros(k, device=counts.device)
-    weights[present] = counts[present].sum() / (present.sum() * counts[present])
-    return F.cross_entropy(strong_logits[mask].float(), targets, weight=weights)
+    class_weights = torch.where(
+        present, counts.sum() / (present.sum() * counts.clamp_min(1)), counts.new_zeros(())
+    )
+    sample_weights = confident * class_weights[targets]
+    losses = F.cross_entropy(strong_logits.float(), targets, reduction="none")
+    # 0 (with a zero gradient) when no sample is confident
+    return (sample_weights * losses).sum() / sample_weights.sum().clamp_min(1e-12)
 
 
 # C2BIN
@@ -609,7 +618,7 @@ def lsdc_pairwise_bce(
     eps = check_number(eps, "eps", 0.0, 0.5, low_open=True, high_open=True)
     dtype = torch.promote_types(torch.promote_types(probs_a.dtype, probs_b.dtype), torch.float32)
     target = adjacency.detach().to(dtype)
-    if bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):
+    if checking_values() and bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):
         raise ValueError("adjacency values must lie in [0, 1] (hard 0/1 labels or soft targets).")
     s = probs_a.to(dtype) @ probs_b.to(dtype).T
     s = s + (s.clamp(0.0, 1.0) - s).detach()  # value clipped to [0, 1], gradient of s itself

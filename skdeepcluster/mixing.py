@@ -26,7 +26,7 @@ import torch
 from scipy.special import betaincinv
 from torch import Tensor
 
-from ._validation import check_number
+from ._validation import check_number, checking_values
 
 __all__ = ["blend", "composite_targets", "mixup", "ricap"]
 
@@ -84,6 +84,8 @@ def _check_sources(sources: Tensor, weights: Tensor, n_items: int, item_name: st
         raise ValueError(f"weights must have a floating dtype; got {weights.dtype}.")
     if sources.numel() == 0:
         raise ValueError(f"sources must be non-empty; got shape {tuple(sources.shape)}.")
+    if not checking_values():
+        return
     if bool(((sources < 0) | (sources >= n_items)).any()):
         raise ValueError(
             f"sources must be indices in [0, {n_items}) into the {item_name}; "

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
 from .. import distributed
-from .._training import DeviceData, HeadLosses
+from .._training import DeviceData, HeadLosses, clusters_used
 from ..base import (
     COMMON_CONSTRAINTS,
     LR_SCHEDULE_CONSTRAINT,
@@ -103,7 +103,7 @@ class C2BINObjective:
         totals = torch.stack([t.total for t in terms])
         self.head_losses.add(totals)
         first = logits[0][:n].detach().argmax(1)
-        used = (torch.bincount(first, minlength=logits[0].shape[1]) > 0).sum().float()
+        used = clusters_used(first, logits[0].shape[1])
         return {
             # eqs. (6)-(7): the heads' losses summed, then weighted against the alignment
             "loss": self.alignment_weight * align + self.cluster_weight * totals.sum(),

@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
-from .._training import DeviceData
+from .._training import DeviceData, clusters_used
 from ..augment import ImageAugment, identity
 from ..base import (
     COMMON_CONSTRAINTS,
@@ -85,7 +85,7 @@ class DRCObjective:
             cr.append(drc_cluster_regularization(p))  # the originals only, as the paper
         af, ap, cr = torch.stack(af), torch.stack(ap), torch.stack(cr)
         main = logits[0][: len(x)].detach()
-        used = (torch.bincount(main.argmax(1), minlength=main.shape[1]) > 0).sum().float()
+        used = clusters_used(main.argmax(1), main.shape[1])
         return {
             # eq. (10), heads summed; the term weights are 1 in the paper (0: an ablation)
             "loss": (

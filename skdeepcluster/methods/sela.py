@@ -37,6 +37,9 @@ from ._base import DeepClusterMixin, pretext_constraint
 #: the mass that is misplaced): well below one sample's share of the argmax labels on data of up
 #: to ~10^5 samples, and reached in tens to hundreds of iterations at lambda=25.
 SINKHORN_TOL = 1e-3
+#: The relabelling's Sinkhorn tests convergence every this many iterations: each test reads
+#: the error on the host (a device sync), and a few extra iterations cost less than a sync.
+SINKHORN_CHECK_EVERY = 10
 #: ``max_epochs="auto"``: at least this many epochs and optimisation steps.
 AUTO_MIN_EPOCHS = 100
 AUTO_MIN_STEPS = 0
@@ -154,6 +157,7 @@ class SeLaObjective:
                     lam=self.sinkhorn_lambda,
                     cluster_marginal=marginal,
                     tol=SINKHORN_TOL,
+                    check_every=SINKHORN_CHECK_EVERY,
                     return_labels=True,
                     distributed=spread,
                 )
