@@ -10,6 +10,7 @@ from sklearn.datasets import load_digits
 
 import skdeepcluster as sk
 from skdeepcluster._sync_count import SteadyStateSyncs, counting_syncs
+from skdeepcluster.augment import StrongImageAugment
 
 #: The most host reads of tensors per training step in the steady state (per-epoch work, such
 #: as the end-of-epoch read of the losses and SeLa's relabelling, amortised over the epoch).
@@ -72,3 +73,17 @@ def test_the_counter_counts_host_reads():
     }
     t.sum().item()  # the methods are restored: nothing more is counted
     assert counter.total == 7
+
+
+def test_the_strong_view_on_a_gpu_selects_no_rows_and_equals_the_cpu_path():
+    augment = StrongImageAugment()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 12, 12, generator=gen)
+    choice = torch.randint(len(augment._OPS), (64,), generator=gen)
+    m = torch.rand(64, generator=gen) - 0.5
+    assert len(set(choice.tolist())) == len(augment._OPS)  # every operation drawn
+    with counting_syncs() as counter:
+        counter.active = True
+        chosen = augment._apply_chosen(x, choice, m)
+    assert counter.total == 0, dict(counter.calls)
+    torch.testing.assert_close(chosen, augment._apply_selected(x, choice, m), rtol=0, atol=0)
