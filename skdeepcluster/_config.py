@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from numbers import Integral
 from typing import Any
 
-_config: dict[str, Any] = {"device_data_bytes": None}
+_config: dict[str, Any] = {"device_data_bytes": None, "bf16": False}
 
 
 def get_config() -> dict[str, Any]:
@@ -15,7 +15,7 @@ def get_config() -> dict[str, Any]:
     return dict(_config)
 
 
-def set_config(device_data_bytes: int | str | None = "keep") -> None:
+def set_config(device_data_bytes: int | str | None = "keep", bf16: bool | str = "keep") -> None:
     """Set package-wide settings.
 
     Parameters
@@ -28,6 +28,11 @@ def set_config(device_data_bytes: int | str | None = "keep") -> None:
         non-blocking copy on CUDA, then augmented there. None (the default): on CUDA, half of
         the device's free memory; on the CPU, no limit (the device is host memory, and a memmap
         is read in place without a copy).
+    bf16 : {"auto", True, False}
+        Training under bfloat16 autocast. On CUDA it is on unless False. On the CPU, True turns
+        it on, and "auto" turns it on where the CPU has bfloat16 instructions (AMX or
+        AVX-512 BF16). False (the default) keeps CPU training in float32 until bfloat16 is
+        measured not to lower the accuracy of the methods (``docs/benchmarks.md``).
     """
     if device_data_bytes != "keep":
         if device_data_bytes is not None and (
@@ -38,6 +43,10 @@ def set_config(device_data_bytes: int | str | None = "keep") -> None:
                 f"got {device_data_bytes!r}"
             )
         _config["device_data_bytes"] = device_data_bytes
+    if bf16 != "keep":
+        if not (bf16 is True or bf16 is False or bf16 == "auto"):
+            raise ValueError(f'bf16 must be True, False or "auto", got {bf16!r}')
+        _config["bf16"] = bf16
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 import signal
 import threading
@@ -356,10 +357,37 @@ class IndexBatches:
             yield order[start:stop], None
 
 
+#: CPU flags of the instructions that make bfloat16 matrix products fast (AMX tiles, or the
+#: AVX-512 bfloat16 dot products).
+FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (:data:`FAST_BF16_CPU_FLAGS`), read from
+    ``/proc/cpuinfo`` (False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in FAST_BF16_CPU_FLAGS)
+
+
+def bf16_on(device: torch.device | str) -> bool:
+    """Whether training on ``device`` runs under bfloat16 autocast
+    (:func:`skdeepcluster.set_config`, ``bf16``): on CUDA unless ``bf16=False``; on the CPU
+    with ``bf16=True``, or with "auto" where the CPU has bfloat16 instructions."""
+    setting = get_config()["bf16"]
+    if torch.device(device).type == "cuda":
+        return setting is not False
+    return setting is True or (setting == "auto" and cpu_has_fast_bf16())
+
+
 def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA when ``enabled``; a no-op on the CPU (where it is slower)."""
-    if enabled and torch.device(device).type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bfloat16 autocast when ``enabled`` and :func:`bf16_on` the device; a no-op otherwise."""
+    if enabled and bf16_on(device):
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -416,7 +444,7 @@ class DeepClusterNet(NeuralNet):
         return callbacks
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bfloat16 autocast on CUDA when ``amp`` is on; a no-op elsewhere."""
+        """bfloat16 autocast when ``amp`` is on and :func:`bf16_on` the device."""
         return autocast(self.device, self.amp)
 
     def train_step_single(self, batch: tuple[Tensor, None], **fit_params: Any) -> dict[str, Any]:
