@@ -297,7 +297,9 @@ OPTIMIZER_DOC = """optimizer : {"adamw", "adam", "sgd"} or callable, default="ad
 #: docstring stands for them.
 SHARED_PARAMETERS_DOC = """{optimizer_parameter}
     device : str or torch.device, default="cpu"
-        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast.
+        "cpu", "cuda" or "cuda:N". On CUDA, training runs under bfloat16 autocast (on the
+        CPU too with ``skdeepcluster.set_config(bf16=True)``, or "auto" on CPUs with bfloat16
+        instructions).
     random_state : int, RandomState instance or None, default=None
         Seeds every random step of the fit (pretext, initialisation, batching, augmentation);
         CPU runs are repeatable.
