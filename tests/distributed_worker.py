@@ -184,6 +184,8 @@ def run(rank: int, world_size: int, port: int, scenario: str, out_dir: str, kwar
         WORLD_SIZE=str(world_size),
         SKDEEPCLUSTER_TIMEOUT=str(kwargs.pop("timeout", 60)),
     )
+    if sys.platform.startswith("linux"):  # gloo on the loopback: no hostname lookup needed
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     if scenario == "sinkhorn_and_mining":  # no fit initialises the group here
         dist.init_process_group("gloo", rank=rank, world_size=world_size)
     output = open(Path(out_dir) / f"{rank}.output", "w")  # noqa: SIM115 - closed at exit
