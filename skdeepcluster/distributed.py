@@ -256,6 +256,14 @@ def _backend_device(tensor: Tensor) -> torch.device:
     return torch.device("cpu") if dist.get_backend() == "gloo" else tensor.device
 
 
+def _reduced(tensor: Tensor, op: str = "sum") -> Tensor:
+    """A new tensor: ``tensor`` reduced (``"sum"`` or ``"max"``) over the processes, without
+    gradient, on ``tensor``'s device (the collective runs where the backend needs it)."""
+    total = tensor.detach().to(_backend_device(tensor), copy=True).contiguous()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return total.to(tensor.device)
+
+
 def _all_gather_padded(local: Tensor, n_rows: int, world_size: int) -> Tensor:
     """Every process's rows, in rank order: the ``n_rows`` rows of which ``local`` is this
     process's shard (:func:`shard_bounds`)."""
@@ -283,11 +291,8 @@ class _GatherRows(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        where = _backend_device(grad)
-        total = grad.to(where, copy=True).contiguous()
-        dist.all_reduce(total)
         start, stop = ctx.bounds
-        return total[start:stop].to(grad.device), None, None, None
+        return _reduced(grad)[start:stop], None, None, None
 
 
 def gather_rows(local: Tensor, n_rows: int) -> Tensor:
@@ -307,17 +312,11 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, local: Tensor) -> Tensor:
-        where = _backend_device(local)
-        total = local.detach().to(where, copy=True).contiguous()
-        dist.all_reduce(total)
-        return total.to(local.device)
+        return _reduced(local)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        where = _backend_device(grad)
-        total = grad.to(where, copy=True).contiguous()
-        dist.all_reduce(total)
-        return total.to(grad.device)
+        return _reduced(grad)
 
 
 def all_reduce_sum(local: Tensor) -> Tensor:
@@ -357,7 +356,7 @@ class _Dispatch(nn.Module):
         self.module = module
 
     def forward(self, x: Tensor, path: str = "") -> Any:
-        return self.module.get_submodule(path)(x) if path else self.module(x)
+        return self.module.get_submodule(path)(x)  # "" is the module itself
 
 
 class ShardedModule:
@@ -420,7 +419,7 @@ def _cuda_index(x: Tensor) -> list[int]:
 
 
 def _plain_run(module: nn.Module) -> Callable[[Tensor, str], Any]:
-    return lambda x, path: module.get_submodule(path)(x) if path else module(x)
+    return lambda x, path: module.get_submodule(path)(x)
 
 
 def sharded(module: nn.Module) -> Any:
@@ -550,9 +549,7 @@ def reduce_over_processes(tensor: Tensor, op: str = "sum") -> Tensor:
         When ``torch.distributed`` is not initialised.
     """
     _require_process_group()
-    total = tensor.detach().to(_backend_device(tensor), copy=True).contiguous()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-    return total.to(tensor.device)
+    return _reduced(tensor, op)
 
 
 def _require_process_group() -> None:
