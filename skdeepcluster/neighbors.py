@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,23 +18,62 @@ from ._numerics import unit_rows
 from ._validation import check_positive_int
 from .base import resolve_device, to_numpy
 
+#: Rows and columns of a similarity tile of :func:`mine_neighbors`: a 2048 x 2048 tile stays in
+#: the cache while it is screened (``docs/benchmarks.md``, "Neighbour mining").
+MINING_TILE = 2048
+
+#: Candidates beyond ``n_neighbors`` that :func:`mine_neighbors` keeps per row from the
+#: reduced-precision screen and re-scores in float32; rows whose certificate fails are searched
+#: again (``docs/benchmarks.md``, "Neighbour mining").
+SCREEN_SLACK = 40
+
+#: Rows re-scored together: their gathered candidates (64 x candidates x d) stay in the cache.
+_RESCORE_ROWS = 64
+
+
+def screen_dtype(device: torch.device) -> torch.dtype:
+    """Precision of :func:`mine_neighbors`' screening products on ``device``: float16 on CUDA,
+    bfloat16 on a CPU with bfloat16 instructions, float32 elsewhere (where a reduced-precision
+    product is no faster)."""
+    if device.type == "cuda":
+        return torch.float16
+    from ._training import cpu_has_fast_bf16  # the training module imports this one
+
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else torch.float32
+
 
 @torch.no_grad()
-def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = 1024) -> Tensor:
-    """Indices of each row's ``n_neighbors`` most cosine-similar other rows.
+def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = MINING_TILE) -> Tensor:
+    """Indices of each row's ``n_neighbors`` most cosine-similar other rows, exactly.
 
-    Similarities are computed ``block_size`` rows at a time, so memory stays at
-    ``block_size x n`` whatever ``n`` is. A row is never its own neighbour (duplicates of it are).
-    Within a distributed fit (:mod:`skdeepcluster.distributed`) every process holds all the
-    features, finds the neighbours of its share of the rows, and all get the whole table.
+    The search is exact: the result is the float32 cosine top-k, most similar first. It is
+    computed in three steps, each on the features' device and in ``block_size x block_size``
+    tiles, so memory stays at one tile plus ``n x (n_neighbors + SCREEN_SLACK)`` candidates:
+
+    1. **Screen.** Every pair's similarity is computed once, in the reduced precision of
+       :func:`screen_dtype` (a tile of rows i and columns j serves both i's and j's lists, since
+       the similarity is symmetric). Each row keeps its ``n_neighbors + SCREEN_SLACK`` best
+       candidates; a tile's entries are compared with the row's current worst candidate, so only
+       the few that beat it are merged.
+    2. **Re-score** the candidates in float32 and keep the best ``n_neighbors``.
+    3. **Certify.** A screened similarity is within a bound ``eps`` of the float32 one: the
+       rounding of the two unit rows (``|r_i| + |r_j| + |r_i||r_j|`` by Cauchy-Schwarz, ``r`` the
+       rounding residual), the rounding of the product (half an ulp) and the float32
+       accumulations. A row whose k-th re-scored similarity exceeds its worst screened
+       candidate plus ``eps`` has all its true neighbours among the candidates. The other rows
+       are searched again with a four times longer list, then in float32 against all rows.
+
+    A row is never its own neighbour (duplicates of it are). Within a distributed fit
+    (:mod:`skdeepcluster.distributed`) every process holds all the features, finds the
+    neighbours of its share of the rows, and all get the whole table.
 
     Parameters
     ----------
     features : Tensor of shape (n, d)
     n_neighbors : int
         ``1 <= n_neighbors < n``.
-    block_size : int
-        Rows per block.
+    block_size : int, default=MINING_TILE
+        Rows and columns of a similarity tile.
 
     Returns
     -------
@@ -45,14 +86,201 @@ def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = 1024) -
         )
     unit = unit_rows(features.float())
     first, last = distributed.shard_of(n)  # in a distributed fit: this process's queries
-    out = torch.empty(last - first, n_neighbors, dtype=torch.long, device=features.device)
-    for start in range(first, last, block_size):
-        stop = min(start + block_size, last)
-        sims = unit[start:stop] @ unit.T
-        rows = torch.arange(stop - start, device=features.device)
-        sims[rows, rows + start] = float("-inf")  # exclude self
-        out[start - first : stop - first] = sims.topk(n_neighbors, dim=1).indices
-    return distributed.gather_shards(out, n)
+    with _full_precision_accumulation(unit.device):
+        search = _CertifiedSearch(unit, n_neighbors, block_size, screen_dtype(unit.device))
+        if (first, last) == (0, n):
+            candidates = search.screen_symmetric(search.width)
+        else:
+            candidates = search.screen_rows(torch.arange(first, last, device=unit.device))
+        top = search.certified_top(torch.arange(first, last, device=unit.device), *candidates)
+    return distributed.gather_shards(top, n)
+
+
+@contextlib.contextmanager
+def _full_precision_accumulation(device: torch.device) -> Iterator[None]:
+    """cuBLAS may accumulate float16 products in float16; the certificate assumes float32."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    before = matmul.allow_fp16_reduced_precision_reduction
+    matmul.allow_fp16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        matmul.allow_fp16_reduced_precision_reduction = before
+
+
+class _CertifiedSearch:
+    """The screen, re-score and certificate of :func:`mine_neighbors` over unit rows."""
+
+    def __init__(self, unit: Tensor, k: int, tile: int, dtype: torch.dtype) -> None:
+        self.unit, self.k, self.tile = unit, k, tile
+        self.n, d = unit.shape
+        self.low = unit.to(dtype)
+        self.width = min(k + SCREEN_SLACK, self.n - 1)
+        # rounding residual of each row, and half an ulp of the product (none in float32)
+        self.residual = (self.low.float() - unit).norm(dim=1)
+        self.product_ulp = 0.0 if dtype == torch.float32 else torch.finfo(dtype).eps / 2
+        unit_roundoff = torch.finfo(torch.float32).eps / 2
+        # two float32 accumulations of d products: the screen's and the re-score's
+        self.accumulation = 2 * d * unit_roundoff / (1 - d * unit_roundoff)
+        self._bytes8 = torch.arange(8, device=unit.device)
+
+    def _similarities(self, rows: Tensor | slice, cols: slice) -> Tensor:
+        """Screened similarities of ``rows`` and ``cols``, written over the previous tile's."""
+        query, keys = self.low[rows], self.low[cols]
+        return torch.mm(
+            query, keys.T, out=self._reused("_tile", (len(query), len(keys)), query.dtype)
+        )
+
+    def _reused(self, name: str, shape: tuple[int, int], dtype: torch.dtype) -> Tensor:
+        """A contiguous ``shape`` view of a buffer kept between tiles (a new tile-sized tensor
+        each time costs more than the comparison written into it)."""
+        size = shape[0] * shape[1]
+        buffer = getattr(self, name, None)
+        if buffer is None or buffer.numel() < size or buffer.dtype != dtype:
+            buffer = torch.empty(
+                max(size, self.tile * self.tile), dtype=dtype, device=self.unit.device
+            )
+            setattr(self, name, buffer)
+        return buffer[:size].view(shape)
+
+    def screen_symmetric(self, width: int) -> tuple[Tensor, Tensor]:
+        """Best ``width`` screened candidates of every row, each pair's similarity computed once."""
+        starts = range(0, self.n, self.tile)
+        blocks = [slice(s, min(s + self.tile, self.n)) for s in starts]
+        values = self.unit.new_empty(self.n, width)
+        indices = torch.empty(self.n, width, dtype=torch.long, device=self.unit.device)
+        for block in blocks:  # the diagonal tiles give every row its first candidates
+            sims = self._similarities(block, block).float()
+            sims.fill_diagonal_(float("-inf"))
+            best = sims.topk(min(width, sims.shape[1]), dim=1, sorted=False)
+            values[block] = float("-inf")
+            values[block, : best.values.shape[1]] = best.values
+            indices[block, : best.indices.shape[1]] = best.indices + block.start
+        for a, rows in enumerate(blocks):
+            for cols in blocks[a + 1 :]:
+                sims = self._similarities(rows, cols)
+                self._merge_tile(values, indices, sims, rows, cols)
+                self._merge_tile(values, indices, sims, rows, cols, for_columns=True)
+        return values, indices
+
+    def screen_rows(self, rows: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
+        """Best ``width`` screened candidates of ``rows`` against all rows."""
+        width = self.width if width is None else width
+        values = self.unit.new_full((len(rows), width), float("-inf"))
+        indices = torch.zeros(len(rows), width, dtype=torch.long, device=self.unit.device)
+        for start in range(0, len(rows), self.tile):
+            chunk = slice(start, min(start + self.tile, len(rows)))
+            query = rows[chunk]
+            for col_start in range(0, self.n, self.tile):
+                cols = slice(col_start, min(col_start + self.tile, self.n))
+                sims = self._similarities(query, cols)
+                own = (query >= cols.start) & (query < cols.stop)
+                sims[own.nonzero().squeeze(1), query[own] - cols.start] = float("-inf")
+                self._merge_tile(values, indices, sims, chunk, cols)
+        return values, indices
+
+    def _merge_tile(
+        self,
+        values: Tensor,
+        indices: Tensor,
+        sims: Tensor,
+        rows: slice,
+        cols: slice,
+        for_columns: bool = False,
+    ) -> None:
+        """Merge the entries of the tile ``sims`` (``rows`` x ``cols``) that beat the worst
+        candidate of their row, or of their column with ``for_columns`` (the tile read
+        transposed, without copying it)."""
+        owners, partners = (cols, rows) if for_columns else (rows, cols)
+        worst = values[owners].amin(dim=1)  # the candidates are kept unsorted
+        mask = self._reused("_mask", tuple(sims.shape), torch.bool)
+        torch.gt(sims, worst if for_columns else worst.unsqueeze(1), out=mask)
+        flat = self._flat_nonzero(mask)
+        if flat.numel() == 0:
+            return
+        vals = sims.reshape(-1)[flat].float()
+        row, col = flat // sims.shape[1], flat % sims.shape[1]
+        owner, partner = row, col
+        if for_columns:  # group the entries by column
+            order = torch.argsort(col, stable=True)
+            owner, partner, vals = col[order], row[order], vals[order]
+        n_owners = owners.stop - owners.start
+        counts = torch.bincount(owner, minlength=n_owners)
+        slot = torch.arange(len(owner), device=owner.device) - (counts.cumsum(0) - counts)[owner]
+        new_values = values.new_full((n_owners, int(counts.max())), float("-inf"))
+        new_indices = indices.new_zeros(new_values.shape)
+        new_values[owner, slot] = vals
+        new_indices[owner, slot] = partner + partners.start
+        merged = torch.cat([values[owners], new_values], dim=1)
+        best = merged.topk(values.shape[1], dim=1, sorted=False)
+        indices[owners] = torch.cat([indices[owners], new_indices], dim=1).gather(1, best.indices)
+        values[owners] = best.values
+
+    def _flat_nonzero(self, mask: Tensor) -> Tensor:
+        """Flat positions of the True entries of ``mask``, read eight bytes at a time (the
+        mask is nearly all False, and a bool scan is the screen's slowest step)."""
+        flat = mask.reshape(-1)
+        if flat.numel() % 8:
+            return flat.nonzero().squeeze(1)
+        words = flat.view(torch.int64).nonzero().squeeze(1)
+        positions = (words.unsqueeze(1) * 8 + self._bytes8).reshape(-1)
+        return positions[flat[positions]]
+
+    def certified_top(
+        self, rows: Tensor, values: Tensor, indices: Tensor, widen: bool = True
+    ) -> Tensor:
+        """The exact top k of ``rows`` from their screened candidates (``values``,
+        ``indices``). Rows that fail the certificate are screened again with four times the
+        candidates (``widen``), and after a second failure searched in float32."""
+        exact, top = self._rescore(rows, indices)
+        failed = (~self._certified(rows, exact, values)).nonzero().squeeze(1)
+        if len(failed) == 0:
+            return top
+        width = min(4 * values.shape[1], self.n - 1)
+        if widen:
+            wider = self.screen_rows(rows[failed], width)
+            top[failed] = self.certified_top(rows[failed], *wider, widen=False)
+        else:
+            top[failed] = self._float32_top(rows[failed])
+        return top
+
+    def _rescore(self, rows: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """float32 similarities of the k best candidates, most similar first, and their indices."""
+        exact = self.unit.new_empty(indices.shape)
+        for start in range(0, len(rows), _RESCORE_ROWS):
+            part = slice(start, start + _RESCORE_ROWS)
+            candidates = self.unit[indices[part]]  # (rows, width, d)
+            exact[part] = torch.einsum("rd,rwd->rw", self.unit[rows[part]], candidates)
+        best = exact.topk(self.k, dim=1)
+        return best.values, indices.gather(1, best.indices)
+
+    def _certified(self, rows: Tensor, exact: Tensor, values: Tensor) -> Tensor:
+        """Rows whose every left-out row is provably less similar than their k-th neighbour."""
+        if values.shape[1] == self.n - 1:
+            return torch.ones(len(rows), dtype=torch.bool, device=rows.device)
+        worst = values.amin(dim=1)
+        eps = self.error_bound(self.residual[rows], self.residual.max(), worst)
+        return exact[:, -1] > worst + eps
+
+    def error_bound(self, residual_i: Tensor, residual_j: Tensor, screened: Tensor) -> Tensor:
+        """Bound on |screened - float32 similarity| of rows with rounding residuals
+        ``residual_i`` and ``residual_j`` (broadcast), given the screened similarity."""
+        rounding = residual_i + residual_j + residual_i * residual_j  # Cauchy-Schwarz
+        accumulation = self.accumulation * (1 + residual_i) * (1 + residual_j)
+        return rounding + self.product_ulp * screened.abs() + accumulation
+
+    def _float32_top(self, rows: Tensor) -> Tensor:
+        """Exact float32 top k of ``rows`` against all rows (the certificate's last resort)."""
+        top = torch.empty(len(rows), self.k, dtype=torch.long, device=rows.device)
+        for start in range(0, len(rows), self.tile):
+            part = rows[start : start + self.tile]
+            sims = self.unit[part] @ self.unit.T
+            sims[torch.arange(len(part), device=rows.device), part] = float("-inf")
+            top[start : start + self.tile] = sims.topk(self.k, dim=1).indices
+        return top
 
 
 def neighbor_graph_embedding(

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skdeepcluster import NeighborFeatures, NeighborMiner
+from skdeepcluster import neighbors as neighbors_module
 from skdeepcluster.metrics import cluster_accuracy
 from skdeepcluster.neighbors import mine_neighbors, neighbor_graph_embedding
 
@@ -51,9 +52,10 @@ def test_mine_neighbors_matches_brute_force_for_any_block_size(data, block_size)
     neighbors = mine_neighbors(torch.from_numpy(X), k, block_size=block_size).numpy()
     assert neighbors.dtype == np.int64
     assert_valid_top_k(X, neighbors, k)
-    # without ties (continuous random data) the result does not depend on the blocks at all
-    whole = mine_neighbors(torch.from_numpy(X), k, block_size=len(X)).numpy()
-    np.testing.assert_array_equal(neighbors, whole)
+    if X.shape[1] > 1:  # one-dimensional rows all have cosine +-1: ties in any order
+        # without ties (continuous random data) the result does not depend on the tiles at all
+        whole = mine_neighbors(torch.from_numpy(X), k, block_size=len(X)).numpy()
+        np.testing.assert_array_equal(neighbors, whole)
 
 
 def test_mine_neighbors_agrees_with_sklearn():
@@ -143,3 +145,78 @@ def test_neighbor_graph_embedding_bad_input():
         neighbor_graph_embedding(feats, n_components=9)
     with pytest.raises(ValueError, match="n_components must be an integer >= 1"):
         neighbor_graph_embedding(feats, n_components=0)
+
+
+# ------------------------------------------------------------- screen, re-score, certificate
+
+SCREENS = [torch.float32, torch.bfloat16]
+
+
+@pytest.fixture(params=SCREENS, ids=lambda dtype: str(dtype).removeprefix("torch."))
+def screen(request, monkeypatch):
+    """Run the search with each screening precision, whatever this CPU would choose."""
+    monkeypatch.setattr(neighbors_module, "screen_dtype", lambda device: request.param)
+    return request.param
+
+
+def exact_top_k(X, k):
+    sims = brute_force_similarities(X.astype(np.float64))
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+@pytest.mark.parametrize("slack", [0, 3, 24])
+def test_the_screen_finds_the_exact_top_k_over_many_tiles(screen, slack, monkeypatch):
+    monkeypatch.setattr(neighbors_module, "SCREEN_SLACK", slack)
+    X = np.random.default_rng(1).normal(size=(301, 16)).astype(np.float32)
+    got = mine_neighbors(torch.from_numpy(X), 7, block_size=64).numpy()
+    np.testing.assert_array_equal(got, exact_top_k(X, 7))
+
+
+def test_near_ties_the_screen_cannot_see_are_certified_in_float32(screen, monkeypatch):
+    """Rows scattered by 0.08 around one direction have neighbours' cosines 1e-6 to 1e-3
+    apart, under one bfloat16 step (2**-9).
+
+    The bfloat16 screen ranks them at random, so the certificate must fail and send the rows to
+    the wider screen, then to float32, which returns the exact order. With the certificate
+    switched off, this test fails.
+    """
+    monkeypatch.setattr(neighbors_module, "SCREEN_SLACK", 0)
+    rng = np.random.default_rng(2)
+    X = (rng.normal(size=(1, 8)) + 0.08 * rng.normal(size=(60, 8))).astype(np.float32)
+    exact = exact_top_k(X, 5)
+    sims = brute_force_similarities(X.astype(np.float64))
+    gaps = -np.diff(np.sort(sims, axis=1)[:, ::-1][:, :6], axis=1)
+    assert gaps.min() > 1e-6, "the exact order must be well defined in float32"
+    assert gaps.max() < 2.0**-9, "the bfloat16 screen must not be able to tell the rows apart"
+
+    searches = []
+    original = neighbors_module._CertifiedSearch._float32_top
+    monkeypatch.setattr(
+        neighbors_module._CertifiedSearch,
+        "_float32_top",
+        lambda self, rows: searches.append(len(rows)) or original(self, rows),
+    )
+    got = mine_neighbors(torch.from_numpy(X), 5, block_size=16).numpy()
+    np.testing.assert_array_equal(got, exact)
+    if screen == torch.bfloat16:
+        assert searches and sum(searches) > 0, "no row fell back to float32"
+
+
+@pytest.mark.parametrize("spread", [1.0, 0.08], ids=["scattered", "clustered"])
+def test_the_certificate_bound_holds_for_every_pair(screen, spread):
+    """|screened - float32 similarity| <= the certificate's bound, on every pair of a tile.
+
+    Scattered rows (cosines near 0) stress the rounding of the rows, clustered rows (cosines
+    near 1) the rounding of the product: each term of the bound is needed by one of the two.
+    """
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(1, 8)) + spread * rng.normal(size=(200, 8))
+    unit = neighbors_module.unit_rows(torch.as_tensor(rows, dtype=torch.float32))
+    search = neighbors_module._CertifiedSearch(unit, 5, 256, screen)
+    screened = search._similarities(slice(0, 200), slice(0, 200)).float()
+    exact = unit.double() @ unit.double().T
+    residual = search.residual.double()
+    bound = search.error_bound(residual[:, None], residual[None, :], screened.double())
+    assert ((screened.double() - exact).abs() <= bound).all()
+    if screen == torch.bfloat16:  # the bound is not vacuous: bfloat16 errs by far more than float32
+        assert (screened.double() - exact).abs().max() > 1e-4
