@@ -384,6 +384,19 @@ def bf16_on(device: torch.device | str) -> bool:
     return setting is True or (setting == "auto" and cpu_has_fast_bf16())
 
 
+def use_channels_last(module: nn.Module) -> None:
+    """Put a convolutional ``module``'s weights in the channels-last memory format, in place,
+    when :func:`skdeepcluster.set_config` has ``channels_last`` (the default).
+
+    Convolutions follow their weights' layout, so the activations, their gradients and the
+    optimiser's state are channels-last too; the parameters stay the same objects, so an
+    optimiser built on them still holds them. Networks without 2-d convolutions are left as
+    they are.
+    """
+    if get_config()["channels_last"] and any(isinstance(m, nn.Conv2d) for m in module.modules()):
+        module.to(memory_format=torch.channels_last)
+
+
 def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
     """bfloat16 autocast when ``enabled`` and :func:`bf16_on` the device; a no-op otherwise."""
     if enabled and bf16_on(device):
@@ -512,6 +525,7 @@ class DeepClusterNet(NeuralNet):
 
     def on_train_begin(self, net: NeuralNet, **kwargs: Any) -> None:
         super().on_train_begin(net, **kwargs)
+        use_channels_last(self.module_)
         # in a distributed fit the objective calls the network on this process's rows of the
         # batch, in DistributedDataParallel, its outputs gathered
         self.sharded_ = (

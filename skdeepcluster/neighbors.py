@@ -456,15 +456,17 @@ class NeighborMiner(TransformerMixin, BaseEstimator):
     neighbours are always mined inside the data a step receives. The miner is therefore stateless
     (``fit`` only validates and records the number of features).
 
-    Similarities are computed in blocks on ``device``, so memory stays at ``block_size x n``.
+    Neighbours are found by :func:`mine_neighbors` (exact) in ``block_size x block_size``
+    tiles on ``device``.
 
     Parameters
     ----------
     n_neighbors : int, default=20
         Neighbours per sample (SCAN mines 5 by default); must be smaller than the number of
         samples.
-    block_size : int, default=1024
-        Rows per similarity block.
+    block_size : int, default=2048
+        Rows and columns of a similarity tile (:data:`MINING_TILE`); memory stays at one tile
+        plus ``n_samples x (n_neighbors + SCREEN_SLACK)`` candidates.
     device : str or torch.device, default="cpu"
         Where the similarities are computed.
 
@@ -483,7 +485,9 @@ class NeighborMiner(TransformerMixin, BaseEstimator):
     [1, 0, 3, 2]
     """
 
-    def __init__(self, n_neighbors: int = 20, block_size: int = 1024, device: str = "cpu") -> None:
+    def __init__(
+        self, n_neighbors: int = 20, block_size: int = MINING_TILE, device: str = "cpu"
+    ) -> None:
         self.n_neighbors = n_neighbors
         self.block_size = block_size
         self.device = device
