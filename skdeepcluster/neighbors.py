@@ -140,9 +140,7 @@ class _CertifiedSearch:
         size = shape[0] * shape[1]
         buffer = getattr(self, name, None)
         if buffer is None or buffer.numel() < size or buffer.dtype != dtype:
-            buffer = torch.empty(
-                max(size, self.tile * self.tile), dtype=dtype, device=self.unit.device
-            )
+            buffer = torch.empty(size, dtype=dtype, device=self.unit.device)
             setattr(self, name, buffer)
         return buffer[:size].view(shape)
 
