@@ -15,6 +15,7 @@ from torch import Tensor
 
 from . import distributed
 from ._numerics import unit_rows
+from ._training import cpu_has_fast_bf16
 from ._validation import check_positive_int
 from .base import resolve_device, to_numpy
 
@@ -37,8 +38,6 @@ def screen_dtype(device: torch.device) -> torch.dtype:
     product is no faster)."""
     if device.type == "cuda":
         return torch.float16
-    from ._training import cpu_has_fast_bf16  # the training module imports this one
-
     return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else torch.float32
 
 
@@ -89,7 +88,7 @@ def mine_neighbors(features: Tensor, n_neighbors: int, block_size: int = MINING_
     with _full_precision_accumulation(unit.device):
         search = _CertifiedSearch(unit, n_neighbors, block_size, screen_dtype(unit.device))
         if (first, last) == (0, n):
-            candidates = search.screen_symmetric(search.width)
+            candidates = search.screen_symmetric()
         else:
             candidates = search.screen_rows(torch.arange(first, last, device=unit.device))
         top = search.certified_top(torch.arange(first, last, device=unit.device), *candidates)
@@ -144,8 +143,9 @@ class _CertifiedSearch:
             setattr(self, name, buffer)
         return buffer[:size].view(shape)
 
-    def screen_symmetric(self, width: int) -> tuple[Tensor, Tensor]:
+    def screen_symmetric(self) -> tuple[Tensor, Tensor]:
         """Best ``width`` screened candidates of every row, each pair's similarity computed once."""
+        width = self.width
         starts = range(0, self.n, self.tile)
         blocks = [slice(s, min(s + self.tile, self.n)) for s in starts]
         values = self.unit.new_empty(self.n, width)
@@ -237,9 +237,8 @@ class _CertifiedSearch:
         failed = (~self._certified(rows, exact, values)).nonzero().squeeze(1)
         if len(failed) == 0:
             return top
-        width = min(4 * values.shape[1], self.n - 1)
         if widen:
-            wider = self.screen_rows(rows[failed], width)
+            wider = self.screen_rows(rows[failed], min(4 * values.shape[1], self.n - 1))
             top[failed] = self.certified_top(rows[failed], *wider, widen=False)
         else:
             top[failed] = self._float32_top(rows[failed])
